@@ -1,0 +1,166 @@
+"""MLflow lineage and registry: one run per pipeline execution, a model version with alias ``challenger``.
+
+The run carries flattened params (values longer than :data:`MAX_PARAM_CHARS` are logged as an
+artifact plus a sha256 param), metrics of every stage (``metrics/*.json``), and lineage tags: git
+commit and dirty flag, the dvc.lock hashes of raw data, processed data, splits, adapter and merged
+model, base model source and revision, library versions. The model folder (merged, or the adapter
+with a reference to its base) is logged as plain artifacts under ``model/`` and registered as a
+new version of ``domainft-<domain>``; a rerun on identical inputs finds the existing version by its
+fingerprint tag instead of creating a duplicate.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from domainft.config import Params
+from domainft.tracking import git_facts, setup_mlflow
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 500  # MLflow's hard limit is 6000 (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
+ALIAS_CHALLENGER, ALIAS_CHAMPION = "challenger", "champion"
+LINEAGE_PATHS = {  # tag suffix -> dvc.lock path
+    "raw": "data/raw", "processed": "data/processed", "splits": "data/splits",
+    "train_split": "data/splits/train.jsonl", "base": "models/base",
+    "adapter": "models/adapter", "merged": "models/merged",
+}
+LIBRARIES = ["torch", "transformers", "peft", "trl", "datasets", "dvc", "mlflow"]
+KEY_METRICS = ["rouge_l", "response_ppl"]
+
+
+def model_name(params: Params) -> str:
+    return params.register.model_name or f"domainft-{params.domain.name}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def dvc_lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
+    """md5 of every dep/out path in dvc.lock, keyed by path (first occurrence wins)."""
+    p = Path(lock_path)
+    if not p.exists():
+        return {}
+    lock = yaml.safe_load(p.read_text()) or {}
+    hashes: dict[str, str] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for entry in (stage.get("deps") or []) + (stage.get("outs") or []):
+            if "md5" in entry:
+                hashes.setdefault(entry["path"], entry["md5"])
+    return hashes
+
+
+def read_stage_metrics(metrics_dir: str | Path = "metrics") -> dict[str, float]:
+    """Numeric leaves of every ``metrics/*.json`` as ``<file stem>.<dotted key>``."""
+    out: dict[str, float] = {}
+    for f in sorted(Path(metrics_dir).glob("*.json")):
+        if f.stem == "register":  # our own output
+            continue
+        try:
+            data = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            log.warning("skipping unreadable metrics file %s", f)
+            continue
+        for k, v in flatten(data, f.stem + ".").items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k.replace("@", "_")] = float(v)
+    return out
+
+
+def lineage_tags(params: Params, lock: dict[str, str]) -> dict[str, str]:
+    tags = {f"domainft.{k}": v for k, v in git_facts().items()}
+    for name, path in LINEAGE_PATHS.items():
+        if path in lock:
+            tags[f"dvc.{name}.md5"] = lock[path]
+    tags["base.source"] = params.base.source
+    tags["base.revision"] = params.base.revision or "none"
+    for lib in LIBRARIES:
+        try:
+            tags[f"lib.{lib}"] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def _log_params(mlflow, params: Params) -> None:
+    flat = flatten(params.model_dump())
+    short, long = {}, {}
+    for k, v in flat.items():
+        s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        (long if len(s) > MAX_PARAM_CHARS else short)[k] = s
+    for k, s in long.items():
+        short[k + ".sha256"] = hashlib.sha256(s.encode()).hexdigest()
+        mlflow.log_text(s, f"params/{k}.txt")
+    mlflow.log_params(short)
+
+
+def fingerprint(params: Params, lock: dict[str, str]) -> str:
+    """Identity of a candidate model: params + hashes of the data and model outputs it came from."""
+    payload = {"params": params.model_dump(), "lock": {k: lock.get(v) for k, v in LINEAGE_PATHS.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def register(params: Params) -> dict:
+    """Log the pipeline run and register the model version with alias ``challenger``.
+
+    Returns:
+        ``{"model_name", "version", "run_id", "created", "fingerprint"}``; ``created`` is False when
+        a version with the same fingerprint already existed (it is re-aliased, not duplicated).
+    """
+    mlflow = setup_mlflow(params)
+    client = mlflow.MlflowClient()
+    name = model_name(params)
+    lock = dvc_lock_hashes()
+    fp = fingerprint(params, lock)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=f"domainft fine-tuned model for {params.domain.name}")
+    existing = client.search_model_versions(f"name = '{name}' and tag.`domainft.fingerprint` = '{fp}'")
+    if existing:
+        mv = max(existing, key=lambda v: int(v.version))
+        client.set_registered_model_alias(name, ALIAS_CHALLENGER, mv.version)
+        return {"model_name": name, "version": int(mv.version), "run_id": mv.run_id,
+                "created": False, "fingerprint": fp}
+
+    metrics = read_stage_metrics()
+    tags = lineage_tags(params, lock)
+    which = params.register.log_model
+    with mlflow.start_run(run_name=f"pipeline-{params.domain.name}",
+                          tags={"domainft.stage": "register", **tags}) as run:
+        _log_params(mlflow, params)
+        mlflow.log_metrics(metrics)
+        for f in sorted(Path("metrics").glob("*.json")):
+            mlflow.log_artifact(str(f), "metrics")
+        if which == "merged":
+            mlflow.log_artifacts(params.merge.out_dir, "model")
+        elif which == "adapter":
+            mlflow.log_artifacts(params.train.out_dir, "model")
+            mlflow.log_dict({"base_source": params.base.source, "base_revision": params.base.revision},
+                            "model/domainft_base_ref.json")
+        source = f"{run.info.artifact_uri}/model"
+    version_tags = {"domainft.fingerprint": fp, "domainft.model_kind": which, **tags}
+    for key in KEY_METRICS:
+        for side in ("base", "tuned", "delta"):
+            v = metrics.get(f"eval.{key}.{side}")
+            if v is not None:
+                version_tags[f"metric.{key}.{side}"] = f"{v:.6g}"
+    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
+    client.set_registered_model_alias(name, ALIAS_CHALLENGER, mv.version)
+    return {"model_name": name, "version": int(mv.version), "run_id": run.info.run_id,
+            "created": True, "fingerprint": fp}

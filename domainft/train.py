@@ -1,0 +1,269 @@
+"""LoRA / QLoRA supervised fine-tuning with peft + TRL's SFTTrainer, assistant-only loss.
+
+Samples are tokenized here (not by TRL) with :func:`domainft.modeling.chat.tokenize_conversation`
+so the label policy is the pipeline's own: assistant content + end-of-turn tokens only, never
+right-truncated through an answer, and a sample left with no trainable token is rejected and
+counted. TRL receives ``input_ids`` + ``labels`` and uses the labels as they are.
+
+Notation: B batch size, T sequence length (tokens).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from domainft.config import TrainParams
+from domainft.modeling.base import load_model, pick_device, pick_dtype
+from domainft.modeling.chat import TokenizedSample, end_of_turn, tokenize_conversation
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """Training cannot start (no usable samples, 4-bit asked for without CUDA, ...)."""
+
+
+@dataclass
+class Prepared:
+    samples: list[TokenizedSample]
+    rejected: Counter = field(default_factory=Counter)
+    trimmed: int = 0
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _trim_prompt(messages: list[dict]) -> list[dict] | None:
+    """Drop the oldest user/assistant exchange after the system prompt; None when nothing is left to drop."""
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    body = messages[head:]
+    # keep at least the final user+assistant exchange
+    if len(body) <= 2:
+        return None
+    cut = 1
+    while cut < len(body) and body[cut]["role"] != "user":
+        cut += 1
+    if cut >= len(body) - 1:
+        return None
+    return messages[:head] + body[cut:]
+
+
+def prepare_samples(records: list[dict], tokenizer, max_seq_length: int, overlong: str = "drop",
+                    last_only: bool = False) -> Prepared:
+    """Tokenize records with assistant-only labels; drop or prompt-trim overlong ones.
+
+    Args:
+        records: canonical records (``messages`` ending with an assistant turn).
+        max_seq_length: maximum tokens T per sample; never exceeded by right truncation.
+        overlong: ``drop`` or ``trim_prompt`` (drop oldest exchanges, then drop if still too long).
+
+    Returns:
+        Prepared samples and a Counter of rejection reasons (``overlong``, ``no_trainable_tokens``).
+    """
+    eot, _ = end_of_turn(tokenizer)
+    out = Prepared([])
+    for rec in records:
+        messages = rec["messages"]
+        sample = tokenize_conversation(tokenizer, messages, eot, last_only)
+        trimmed = False
+        while len(sample.input_ids) > max_seq_length and overlong == "trim_prompt":
+            messages = _trim_prompt(messages)
+            if messages is None:
+                break
+            trimmed = True
+            sample = tokenize_conversation(tokenizer, messages, eot, last_only)
+        if len(sample.input_ids) > max_seq_length:
+            out.rejected["overlong"] += 1
+        elif sample.num_trainable == 0:
+            out.rejected["no_trainable_tokens"] += 1
+        else:
+            out.trimmed += trimmed
+            out.samples.append(sample)
+    return out
+
+
+def _fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def choose_gradient_checkpointing(setting: str, device: str, num_params: int) -> bool:
+    """``auto``: off on CPU (RAM is ample for LoRA on small models and recompute costs ~30% time);
+    on CUDA, on for models over 1B parameters."""
+    if setting != "auto":
+        return setting == "on"
+    return device == "cuda" and num_params > 1_000_000_000
+
+
+def _load_for_training(base_dir: str, params: TrainParams, device: str):
+    if params.load_in_4bit:
+        if device != "cuda":
+            raise TrainError("train.load_in_4bit needs CUDA (bitsandbytes NF4); set it to false on CPU")
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from peft import prepare_model_for_kbit_training
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb,
+                                                     dtype=torch.bfloat16, use_safetensors=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return model, AutoTokenizer.from_pretrained(base_dir)
+    model, tok = load_model(base_dir, device=device, dtype=pick_dtype(params.precision, device))
+    model.train()
+    return model, tok
+
+
+class _LossLog:
+    """TrainerCallback: per-step loss / lr / grad norm / tokens-per-second to CSV (dvc plots) and MLflow."""
+
+    def __init__(self, csv_path: Path, mlflow_run: bool):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                outer.t0, outer.tokens0 = time.time(), state.num_input_tokens_seen
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if not logs or "loss" not in logs:
+                    return
+                secs = max(time.time() - outer.t0, 1e-9)
+                row = {"step": state.global_step, "loss": logs["loss"],
+                       "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                       "tokens_per_s": (state.num_input_tokens_seen - outer.tokens0) / secs}
+                outer.rows.append(row)
+                if outer.mlflow_run:
+                    import mlflow
+
+                    mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "step" and v is not None},
+                                       step=state.global_step)
+
+        self.rows: list[dict] = []
+        self.csv_path, self.mlflow_run, self.callback = csv_path, mlflow_run, CB()
+
+    def write(self) -> None:
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"])
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def _latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
+    stamp = ckpt_dir / "fingerprint.txt"
+    if not stamp.exists() or stamp.read_text().strip() != fingerprint:
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint)
+        return None
+    ckpts = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: TrainParams,
+                  seed: int = 42, plots_csv: str = "metrics/plots/train_loss.csv",
+                  mlflow_run: bool = False) -> dict:
+    """Train a LoRA adapter on the train split and save it (with tokenizer + chat template).
+
+    Resumes from the newest checkpoint in ``params.checkpoint_dir`` when that folder was written
+    for the same base model, data and params (a fingerprint file guards it). The adapter is
+    written to a temporary folder and renamed, so ``params.out_dir`` is never half-written.
+
+    Returns:
+        Metrics: sample counts and rejections, trainable tokens, steps, final and mean train loss,
+        val loss, runtime (s), real tokens/s, trainable parameter count, device, precision.
+
+    Raises:
+        TrainError: no usable sample, or 4-bit requested without CUDA.
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(seed)
+    device = pick_device()
+    model, tok = _load_for_training(base_dir, params, device)
+    last_only = params.loss_on == "last_assistant"
+    train = prepare_samples(read_jsonl(train_path), tok, params.max_seq_length, params.overlong, last_only)
+    if not train.samples:
+        raise TrainError(f"no usable training sample in {train_path}: rejected {dict(train.rejected)}")
+    val = prepare_samples(read_jsonl(val_path), tok, params.max_seq_length, params.overlong, last_only) \
+        if val_path and Path(val_path).exists() else Prepared([])
+
+    def to_ds(p: Prepared):
+        return Dataset.from_list([{"input_ids": s.input_ids, "labels": s.labels} for s in p.samples])
+
+    grad_ckpt = choose_gradient_checkpointing(params.gradient_checkpointing, device,
+                                              sum(p.numel() for p in model.parameters()))
+    dtype = pick_dtype(params.precision, device)
+    ckpt_dir = Path(params.checkpoint_dir)
+    fp = _fingerprint(params.model_dump(), seed,
+                      hashlib.sha256(Path(train_path).read_bytes()).hexdigest(),
+                      hashlib.sha256((Path(base_dir) / "config.json").read_bytes()).hexdigest())
+    resume = _latest_checkpoint(ckpt_dir, fp)
+    cfg = SFTConfig(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.grad_accum,
+        num_train_epochs=params.epochs, max_steps=params.max_steps, learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler, warmup_steps=params.warmup_ratio,
+        weight_decay=params.weight_decay, logging_steps=params.logging_steps,
+        save_strategy="steps", save_steps=params.save_steps, save_total_limit=2,
+        eval_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        gradient_checkpointing=grad_ckpt, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        use_cpu=device == "cpu", dataloader_num_workers=0, max_length=None,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        include_num_input_tokens_seen="non_padding", disable_tqdm=False,
+    )
+    lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
+                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=to_ds(train),
+                         eval_dataset=to_ds(val) if val.samples else None,
+                         processing_class=tok, peft_config=lora)
+    losslog = _LossLog(Path(plots_csv), mlflow_run)
+    trainer.add_callback(losslog.callback)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    secs = time.time() - t0
+    losslog.write()
+    val_loss = trainer.evaluate()["eval_loss"] if val.samples else None
+
+    out = Path(params.out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    tokens = trainer.state.num_input_tokens_seen
+    return {
+        "train_samples": len(train.samples), "val_samples": len(val.samples),
+        "rejected": dict(train.rejected), "rejected_total": sum(train.rejected.values()),
+        "prompt_trimmed": train.trimmed,
+        "trainable_label_tokens": sum(s.num_trainable for s in train.samples),
+        "steps": trainer.state.global_step, "epochs": float(trainer.state.epoch or 0),
+        "train_loss": float(result.training_loss),
+        "final_step_loss": losslog.rows[-1]["loss"] if losslog.rows else None,
+        "val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss is not None else None,
+        "runtime_s": round(secs, 2), "real_tokens": int(tokens),
+        "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
+        "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
+        "gradient_checkpointing": grad_ckpt, "resumed_from": resume,
+    }
