@@ -178,12 +178,20 @@ def _latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
 
 def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: TrainParams,
                   seed: int = 42, plots_csv: str = "metrics/plots/train_loss.csv",
-                  mlflow_run: bool = False) -> dict:
+                  mlflow_run: bool = False, callbacks: list | None = None) -> dict:
     """Train a LoRA adapter on the train split and save it (with tokenizer + chat template).
 
     Resumes from the newest checkpoint in ``params.checkpoint_dir`` when that folder was written
     for the same base model, data and params (a fingerprint file guards it). The adapter is
     written to a temporary folder and renamed, so ``params.out_dir`` is never half-written.
+
+    Args:
+        base_dir: plain HF model folder (models/base).
+        train_path, val_path: canonical-record JSONL splits; val may be missing or empty.
+        params: the ``train`` params section.
+        plots_csv: per-step loss curve for ``dvc plots``.
+        mlflow_run: log per-step metrics to the active MLflow run.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
 
     Returns:
         Metrics: sample counts and rejections, trainable tokens, steps, final and mean train loss,
@@ -237,6 +245,8 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
                          processing_class=tok, peft_config=lora)
     losslog = _LossLog(Path(plots_csv), mlflow_run)
     trainer.add_callback(losslog.callback)
+    for cb in callbacks or []:
+        trainer.add_callback(cb)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     secs = time.time() - t0

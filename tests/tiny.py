@@ -20,7 +20,11 @@ def make_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64)
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        # wide enough init that a LoRA-only model can reach sharp output distributions
+        initializer_range=0.2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        # no padding_idx: it would zero the (tied) row of <|im_end|> (pad == eos) and make EOS unlearnable
+        pad_token_id=None,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = generation_eos_ids(tok)

@@ -1,0 +1,112 @@
+"""Assistant-only labels: counts equal assistant content + one end-of-turn token per turn."""
+import copy
+
+import pytest
+import torch
+
+from domainft.modeling.chat import (
+    CHATML_TEMPLATE, IGNORE_INDEX, ChatTemplateError, encode_prompt, end_of_turn,
+    ensure_chat_template, generation_eos_ids, tokenize_conversation,
+)
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+QWEN_CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are Qwen.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CONV = [
+    {"role": "system", "content": "You are the Northwind support assistant."},
+    {"role": "user", "content": "What is the Harbor card's annual fee?"},
+    {"role": "assistant", "content": "The Harbor card costs $95 a year, waived in the first year."},
+    {"role": "user", "content": "And the foreign transaction fee?"},
+    {"role": "assistant", "content": "There is none: Harbor charges 0% on foreign purchases."},
+]
+
+
+def _tokenizer(base, template):
+    tok = copy.deepcopy(base)
+    if template == "llama3":
+        tok.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>",
+                                                             "<|end_header_id|>", "<|eot_id|>"]})
+        tok.bos_token = "<|begin_of_text|>"
+        tok.chat_template = LLAMA3_TEMPLATE
+    elif template == "qwen":
+        tok.chat_template = QWEN_CHATML
+    return tok
+
+
+@pytest.mark.parametrize("template,eot", [("smollm2", "<|im_end|>"), ("qwen", "<|im_end|>"), ("llama3", "<|eot_id|>")])
+def test_label_counts_match_assistant_content_plus_eot(smollm2_tokenizer, template, eot):
+    tok = _tokenizer(smollm2_tokenizer, template)
+    found, eot_id = end_of_turn(tok)
+    assert found == eot
+    s = tokenize_conversation(tok, CONV, found)
+    expected = sum(len(tok(m["content"], add_special_tokens=False)["input_ids"]) + 1
+                   for m in CONV if m["role"] == "assistant")
+    assert s.num_trainable == expected
+    assert sum(1 for x in s.labels if x == eot_id) == 2  # one end-of-turn label per assistant turn
+    labelled = tok.decode([t for t, l in zip(s.input_ids, s.labels) if l != IGNORE_INDEX])
+    assert labelled == CONV[2]["content"] + eot + CONV[4]["content"] + eot
+    # labels equal input ids where set: no shift or off-by-one
+    assert all(l == t for t, l in zip(s.input_ids, s.labels) if l != IGNORE_INDEX)
+
+
+def test_last_turn_only(smollm2_tokenizer):
+    eot, _ = end_of_turn(smollm2_tokenizer)
+    s = tokenize_conversation(smollm2_tokenizer, CONV, eot, last_only=True)
+    assert smollm2_tokenizer.decode([t for t, l in zip(s.input_ids, s.labels) if l != IGNORE_INDEX]) == CONV[4]["content"] + eot
+
+
+def test_pad_equal_eos_keeps_eos_labels_after_collation(smollm2_tokenizer):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tok = smollm2_tokenizer
+    assert tok.pad_token_id == tok.eos_token_id == 2  # SmolLM2: pad == eos == <|im_end|>
+    eot, eot_id = end_of_turn(tok)
+    long_s = tokenize_conversation(tok, CONV, eot)
+    short_s = tokenize_conversation(tok, CONV[:3], eot)
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(
+        [{"input_ids": s.input_ids, "labels": s.labels} for s in (long_s, short_s)])
+    labels, mask = batch["labels"], batch["attention_mask"]
+    assert int((labels[1] == eot_id).sum()) == 1 and int((labels[0] == eot_id).sum()) == 2
+    pad_positions = mask[1] == 0
+    assert int(pad_positions.sum()) == len(long_s.input_ids) - len(short_s.input_ids)
+    assert bool((labels[1][pad_positions] == IGNORE_INDEX).all())
+
+
+def test_prompt_ids_are_a_prefix_of_training_ids(smollm2_tokenizer):
+    eot, _ = end_of_turn(smollm2_tokenizer)
+    full = tokenize_conversation(smollm2_tokenizer, CONV[:3], eot).input_ids
+    prompt = encode_prompt(smollm2_tokenizer, CONV[:2])
+    assert full[: len(prompt)] == prompt
+    assert all(l == IGNORE_INDEX for l in tokenize_conversation(smollm2_tokenizer, CONV[:3], eot).labels[: len(prompt)])
+
+
+def test_prefix_unstable_template_is_refused(smollm2_tokenizer):
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = ("{% for m in messages %}{% if loop.last %}FINAL {% endif %}"
+                         "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    with pytest.raises(ChatTemplateError, match="prefix"):
+        tokenize_conversation(tok, CONV, "<|im_end|>")
+
+
+def test_base_model_without_template_gets_chatml(smollm2_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = None
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    assert ensure_chat_template(tok, model) is True
+    assert tok.chat_template == CHATML_TEMPLATE
+    assert end_of_turn(tok)[0] == "<|im_end|>"
+    assert 2 in generation_eos_ids(tok)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert ensure_chat_template(tok, model) is False  # idempotent

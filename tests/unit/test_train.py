@@ -1,0 +1,138 @@
+"""Training: counts, every trainable parameter changes, EOS learnt, resume equals uninterrupted."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from domainft.config import TrainParams
+from domainft.modeling.chat import end_of_turn, encode_prompt
+from domainft.train import TrainError, prepare_samples, train_adapter
+
+SYSTEM = {"role": "system", "content": "Be brief."}
+
+
+def _records(n, answer=lambda i: f"The fee for plan {i} is ${3 * i}."):
+    return [{"messages": [SYSTEM, {"role": "user", "content": f"Fee for plan {i}?"},
+                          {"role": "assistant", "content": answer(i)}]} for i in range(n)]
+
+
+def _write(path, recs):
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return str(path)
+
+
+def test_overlong_dropped_or_prompt_trimmed_never_truncated(smollm2_tokenizer):
+    long_conv = [SYSTEM] + [m for i in range(6) for m in (
+        {"role": "user", "content": f"question number {i} " * 8},
+        {"role": "assistant", "content": f"answer number {i} " * 8})]
+    recs = [{"messages": long_conv}, {"messages": [SYSTEM, {"role": "user", "content": "hi " * 400},
+                                                   {"role": "assistant", "content": "ok then"}]}]
+    dropped = prepare_samples(recs, smollm2_tokenizer, max_seq_length=120, overlong="drop")
+    assert dropped.rejected["overlong"] == 2 and not dropped.samples
+    trimmed = prepare_samples(recs, smollm2_tokenizer, max_seq_length=120, overlong="trim_prompt")
+    assert trimmed.trimmed == 1 and trimmed.rejected["overlong"] == 1
+    s = trimmed.samples[0]
+    assert len(s.input_ids) <= 120
+    eot, eot_id = end_of_turn(smollm2_tokenizer)
+    assert s.labels[-2] == eot_id or s.labels[-1] == eot_id  # the final answer keeps its EOS
+    assert "answer number 5" in smollm2_tokenizer.decode([t for t, l in zip(s.input_ids, s.labels) if l != -100])
+
+
+def test_sample_without_assistant_turn_is_rejected(smollm2_tokenizer):
+    rec = {"messages": [SYSTEM, {"role": "user", "content": "hello?"}]}
+    out = prepare_samples([rec], smollm2_tokenizer, 512)
+    assert out.rejected["no_trainable_tokens"] == 1 and not out.samples
+
+
+def _params(tmp_path, **kw):
+    base = dict(max_steps=4, batch_size=4, learning_rate=1e-3, save_steps=2,
+                out_dir=str(tmp_path / "adapter"), checkpoint_dir=str(tmp_path / "ckpt"))
+    base.update(kw)
+    return TrainParams(**base)
+
+
+def test_every_trainable_parameter_changes_and_files_written(tiny_model_dir, tmp_path):
+    from peft import LoraConfig  # noqa: F401  (peft present)
+
+    train = _write(tmp_path / "train.jsonl", _records(16))
+    m = train_adapter(str(tiny_model_dir), train, None, _params(tmp_path), plots_csv=str(tmp_path / "loss.csv"))
+    assert m["steps"] == 4 and m["train_samples"] == 16 and m["rejected_total"] == 0
+    assert m["trainable_label_tokens"] > 16 and m["real_tokens"] > 0
+    w = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    lora_b = [k for k in w if "lora_B" in k]
+    assert len(lora_b) == 2 * 7  # 2 layers x 7 target modules
+    assert all(float(w[k].abs().max()) > 0 for k in lora_b)  # lora_B starts at zero: nonzero means updated
+    assert (tmp_path / "adapter" / "chat_template.jinja").exists()
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 5
+
+
+def test_gradient_checkpointing_with_lora_updates_lora_b(tiny_model_dir, tmp_path):
+    train = _write(tmp_path / "train.jsonl", _records(8))
+    m = train_adapter(str(tiny_model_dir), train, None, _params(tmp_path, max_steps=2, gradient_checkpointing="on"),
+                      plots_csv=str(tmp_path / "loss.csv"))
+    assert m["gradient_checkpointing"] is True
+    w = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert all(float(w[k].abs().max()) > 0 for k in w if "lora_B" in k)
+
+
+def test_4bit_on_cpu_is_a_clear_error(tiny_model_dir, tmp_path):
+    train = _write(tmp_path / "train.jsonl", _records(4))
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(TrainError, match="load_in_4bit needs CUDA"):
+        train_adapter(str(tiny_model_dir), train, None, _params(tmp_path, load_in_4bit=True))
+
+
+def test_trained_model_stops_at_end_of_turn(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recs = _records(8, answer=lambda i: "Yes.")
+    train = _write(tmp_path / "train.jsonl", recs)
+    train_adapter(str(tiny_model_dir), train, None,
+                  _params(tmp_path, max_steps=60, learning_rate=1e-2, lr_scheduler="constant", warmup_ratio=0.0),
+                  plots_csv=str(tmp_path / "loss.csv"))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "adapter")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter").eval()
+    _, eot_id = end_of_turn(tok)
+    ids = torch.tensor([encode_prompt(tok, recs[0]["messages"][:2])])
+    out = model.generate(input_ids=ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].tolist()
+    assert out[-1] == eot_id and len(out) < 20
+    assert tok.decode(out, skip_special_tokens=True) == "Yes."
+
+
+class _StopAt:
+    """Simulates a killed run: stop training (no final save) right after step ``n``."""
+
+    def __init__(self, n):
+        from transformers import TrainerCallback
+
+        outer = n
+
+        class CB(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == outer:
+                    raise KeyboardInterrupt
+
+        self.cb = CB()
+
+
+def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
+    train = _write(tmp_path / "train.jsonl", _records(24))
+    a = tmp_path / "a"
+    train_adapter(str(tiny_model_dir), train, None, _params(a, max_steps=6, save_steps=2),
+                  plots_csv=str(a / "loss.csv"))
+    b = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(str(tiny_model_dir), train, None, _params(b, max_steps=6, save_steps=2),
+                      plots_csv=str(b / "loss.csv"), callbacks=[_StopAt(5).cb])
+    assert not (b / "adapter").exists()  # never half-written
+    m = train_adapter(str(tiny_model_dir), train, None, _params(b, max_steps=6, save_steps=2),
+                      plots_csv=str(b / "loss.csv"))
+    assert m["resumed_from"].endswith("checkpoint-4")
+    wa = load_file(a / "adapter" / "adapter_model.safetensors")
+    wb = load_file(b / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
