@@ -1,0 +1,67 @@
+"""Register against a real MLflow sqlite store: versions, alias, no duplicates, long params."""
+import json
+import os
+
+import pytest
+
+from domainft.config import parse_params
+from domainft.registry import dvc_lock_hashes, flatten, read_stage_metrics, register
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"rouge_l": {"base": 0.1, "tuned": 0.3, "delta": 0.2}}))
+    (tmp_path / "metrics" / "merge.json").write_text(json.dumps({"max_abs_logit_diff": 1e-6, "passed": True}))
+    (tmp_path / "models").mkdir()
+    os.symlink(tiny_model_dir, tmp_path / "models" / "merged")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  split:\n    cmd: x\n    outs:\n    - path: data/splits\n      md5: abc.dir\n"
+        "    - path: data/splits/train.jsonl\n      md5: feed\n")
+    return tmp_path
+
+
+def test_register_versions_alias_and_idempotence(project):
+    import mlflow
+
+    params = parse_params({"domain": {"name": "bank"}})
+    first = register(params)
+    assert first["created"] and first["version"] == 1 and first["model_name"] == "domainft-bank"
+    again = register(params)
+    assert again["created"] is False and again["version"] == 1
+    changed = register(parse_params({"domain": {"name": "bank"}, "train": {"learning_rate": 1e-4}}))
+    assert changed["created"] and changed["version"] == 2
+    client = mlflow.MlflowClient("sqlite:///mlflow.db")
+    mv = client.get_model_version_by_alias("domainft-bank", "challenger")
+    assert int(mv.version) == 2
+    assert mv.tags["metric.rouge_l.tuned"] == "0.3"
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["dvc.splits.md5"] == "abc.dir" and run.data.tags["dvc.train_split.md5"] == "feed"
+    assert run.data.metrics["eval.rouge_l.delta"] == pytest.approx(0.2)
+    files = {f.path for f in client.list_artifacts(mv.run_id, "model")}
+    assert "model/config.json" in files and "model/model.safetensors" in files
+
+
+def test_long_system_prompt_is_an_artifact_and_hash(project):
+    import mlflow
+
+    prompt = "Answer as the bank's assistant. " * 220  # ~7,000 characters
+    assert len(prompt) > 7000
+    res = register(parse_params({"domain": {"name": "long", "system_prompt": prompt}}))
+    client = mlflow.MlflowClient("sqlite:///mlflow.db")
+    run = client.get_run(res["run_id"])
+    assert "domain.system_prompt" not in run.data.params
+    assert len(run.data.params["domain.system_prompt.sha256"]) == 64
+    local = mlflow.artifacts.download_artifacts(run_id=res["run_id"], artifact_path="params/domain.system_prompt.txt",
+                                                tracking_uri="sqlite:///mlflow.db")
+    assert open(local).read() == prompt
+
+
+def test_helpers(tmp_path):
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": [1]}) == {"a.b": 1, "a.c.d": 2, "e": [1]}
+    (tmp_path / "m.json").write_text(json.dumps({"x": {"y": 2}, "s": "str", "ok": True}))
+    (tmp_path / "register.json").write_text(json.dumps({"version": 3}))
+    assert read_stage_metrics(tmp_path) == {"m.x.y": 2.0}
+    assert dvc_lock_hashes(tmp_path / "missing.lock") == {}
