@@ -123,6 +123,7 @@ def _load_for_training(base_dir: str, params: TrainParams, device: str):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return model, AutoTokenizer.from_pretrained(base_dir)
     model, tok = load_model(base_dir, device=device, dtype=pick_dtype(params.precision, device))
+    model.config.use_cache = False  # a KV cache would disable packed-sequence masking
     model.train()
     return model, tok
 
@@ -237,6 +238,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         use_cpu=device == "cpu", dataloader_num_workers=0, max_length=None,
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         include_num_input_tokens_seen="non_padding", disable_tqdm=False,
+        padding_free=params.padding_free,
     )
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
