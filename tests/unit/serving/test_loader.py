@@ -1,0 +1,91 @@
+"""Model resolution for serving: folders, base + LoRA adapter, and MLflow registry URIs (real sqlite store)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from domainft.serving.loader import ModelLoadError, find_model_folder, load_for_serving
+
+
+def _logits(model, ids=(1, 2, 3, 4, 5)):
+    with torch.no_grad():
+        return model(torch.tensor([list(ids)])).logits[0]
+
+
+def test_folder_eos_ids_limits_and_defaults(tiny_model_dir, tmp_path):
+    loaded = load_for_serving(str(tiny_model_dir))
+    assert loaded.eos_ids == [2] and loaded.max_model_len == 1024 and loaded.defaults == {}
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, copy)
+    gen = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [0], "temperature": 0.3}))
+    loaded = load_for_serving(str(copy))
+    assert 2 in loaded.eos_ids and 0 in loaded.eos_ids  # the end-of-turn token is always a stop id
+    assert loaded.defaults == {"temperature": 0.3}
+
+
+def test_missing_folder_and_nested_folder(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_for_serving(str(tmp_path / "nope"))
+    nested = tmp_path / "artifacts" / "merged"
+    shutil.copytree(tiny_model_dir, nested)
+    (tmp_path / "artifacts" / "deeper").mkdir()
+    assert find_model_folder(tmp_path) == nested
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    out = tmp_path_factory.mktemp("adapter")
+    get_peft_model(base, cfg).save_pretrained(out)
+    return out
+
+
+def test_base_plus_adapter_equals_peft_model(tiny_model_dir, adapter_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    served = load_for_serving(str(tiny_model_dir), adapter=str(adapter_dir)).model
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    diff_ref = (_logits(served) - _logits(reference)).abs().max().item()
+    diff_base = (_logits(served) - _logits(base)).abs().max().item()
+    assert diff_ref < 1e-4 < diff_base  # the adapter is applied, and applied exactly
+    # an adapter folder alone loads its base from base_model_name_or_path
+    alone = load_for_serving(str(adapter_dir)).model
+    assert (_logits(alone) - _logits(reference)).abs().max().item() < 1e-4
+
+
+def test_mlflow_alias_downloads_once_into_cache(tiny_model_dir, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("serve-test", artifact_location=str(tmp_path / "mlartifacts"))
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(tiny_model_dir), "merged")
+    client.create_registered_model("domainft-test")
+    mv = client.create_model_version("domainft-test", f"{run.info.artifact_uri}/merged", run_id=run.info.run_id)
+    client.set_registered_model_alias("domainft-test", "champion", mv.version)
+
+    cache = tmp_path / "cache"
+    loaded = load_for_serving("models:/domainft-test@champion", tracking_uri=uri, cache_dir=cache)
+    assert loaded.registered_name == "domainft-test"
+    assert loaded.folder.is_relative_to(cache / "domainft-test" / "v1") and (loaded.folder / "config.json").exists()
+    assert (cache / "domainft-test" / "v1" / ".domainft-complete").exists()
+    ref = load_for_serving(str(tiny_model_dir)).model
+    assert torch.equal(_logits(loaded.model), _logits(ref))
+    (loaded.folder / "sentinel").write_text("x")  # a second resolve reuses the cached download
+    again = load_for_serving("models:/domainft-test/1", tracking_uri=uri, cache_dir=cache)
+    assert (again.folder / "sentinel").exists()
+    with pytest.raises(ModelLoadError, match="cannot resolve models:/domainft-test@nope"):
+        load_for_serving("models:/domainft-test@nope", tracking_uri=uri, cache_dir=cache)
