@@ -43,37 +43,52 @@ class DomainParams(_Section):
 
 # ----------------------------------------------------------------------------- prepare
 class DedupParams(_Section):
-    exact: bool = True
-    near: bool = True
+    """Duplicate removal and clustering (domainft/data/dedup.py)."""
+
+    exact: bool = True  # drop later copies with the same normalised user+assistant text
+    near: bool = True  # drop later near-duplicates (MinHash LSH on the user+assistant text)
     threshold: float = Field(0.8, gt=0, le=1)  # Jaccard estimate on character n-grams
     ngram: int = Field(5, ge=1)
     num_perm: int = Field(128, ge=16)
+    prompt_clusters: bool = True  # records whose prompts are near-duplicates share a cluster (kept)
+    cluster_margin: float = Field(0.1, ge=0, lt=1)  # clusters link pairs >= threshold - margin
 
 
 class PiiParams(_Section):
+    """PII redaction with typed placeholders (domainft/data/pii.py)."""
+
     enabled: bool = True
-    types: list[str] = ["email", "phone", "cn_id", "card", "ip"]
+    types: list[Literal["email", "phone", "cn_id", "card", "ip"]] = ["email", "phone", "cn_id", "card", "ip"]
     names: list[str] = []  # user-supplied names/terms replaced by [NAME]
 
 
 class CleanParams(_Section):
+    """Cleaning operators (domainft/data/clean.py); repetition defaults are data-juicer's."""
+
     min_output_chars: int = Field(20, ge=0)
     max_output_chars: int = Field(1500, ge=1)
     max_char_repetition: float = Field(0.5, ge=0, le=1)
     max_word_repetition: float = Field(0.5, ge=0, le=1)
-    placeholders: list[str] = ["<noinput>", "<no input>", "no input", "n/a", "none", "null", "-"]
+    placeholders: list[str] = ["<noinput>", "<no input>", "no input", "no input needed", "no input required",
+                               "n/a", "none", "null", "-"]  # compared ignoring case/brackets/punctuation
     languages: list[str] = []  # e.g. ["en", "zh"]; empty = no language filter
 
 
 class PrepareParams(_Section):
+    """Ingest + clean + PII + dedup (domainft/data/prepare.py); schemas in domainft/data/schemas.py."""
+
     raw_dir: str = "data/raw"
     out_dir: str = "data/processed"
-    schema_overrides: dict[str, str] = {}  # glob -> schema name
-    columns: dict[str, str] = {}  # table column mapping, e.g. {question: Question, answer: Answer}
+    schema_overrides: dict[str, Literal["messages", "sharegpt", "chatlog", "alpaca", "prompt_completion", "qa"]] = {}  # glob -> schema
+    columns: dict[Literal["messages", "conversations", "instruction", "input", "output", "system", "prompt",
+                          "completion", "question", "answer", "session", "role", "text", "timestamp"], str] = {}
+    # canonical field -> column/key of the file, e.g. {question: Question, answer: Answer}
     encodings: dict[str, str] = {}  # glob -> encoding for non-UTF-8 files
+    include: list[str] = ["*"]  # globs (path under raw_dir or file name) of the files read
+    exclude: list[str] = [".*", "*.dvc", "*.md", "*.py", "README*"]  # globs under raw_dir not read
     group_field: str | None = None  # record field copied into `group` (e.g. company)
-    repair_roles: bool = False
-    on_error: Literal["skip", "fail"] = "skip"
+    repair_roles: bool = False  # drop unknown roles / merge repeats / trim instead of rejecting
+    on_error: Literal["skip", "fail"] = "skip"  # fail: any "malformed" rejection fails the stage
     clean: CleanParams = CleanParams()
     pii: PiiParams = PiiParams()
     dedup: DedupParams = DedupParams()
@@ -81,11 +96,14 @@ class PrepareParams(_Section):
 
 # ----------------------------------------------------------------------------- split
 class SplitParams(_Section):
+    """Hash-based, group-aware split (domainft/data/split.py)."""
+
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.15, gt=0, lt=1)
     group_by: Literal["cluster", "group"] = "cluster"
-    stratify_field: str | None = None
+    stratify_field: str | None = None  # meta field (e.g. category) reported per split and salted per value
     salt: str = "domainft"
+    out_dir: str = "data/splits"
 
 
 # ----------------------------------------------------------------------------- base
@@ -128,6 +146,9 @@ class TrainParams(_Section):
     overlong: Literal["drop", "trim_prompt"] = "drop"
     loss_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     group_by_length: bool = True
+    # Flatten each batch into one padding-free row; position_ids restart per sample and, with
+    # use_cache off, transformers' masking builds a block-diagonal causal mask (also on sdpa).
+    padding_free: bool = True
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     load_in_4bit: bool = False
@@ -153,7 +174,10 @@ class JudgeParams(_Section):
     api_key_env: str = "DOMAINFT_JUDGE_API_KEY"
     max_concurrency: int = Field(4, ge=1)
     timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0)  # per call, for HTTP 429/5xx/timeouts and for unparseable replies
+    backoff_s: float = Field(1.0, ge=0)  # retry i waits backoff_s * 2**i
+    max_tokens: int = Field(512, ge=16)  # judge reply length
+    max_samples: int = Field(0, ge=0)  # 0 = judge every evaluated sample
     cache_path: str = "metrics/judge_cache.jsonl"
 
 
@@ -166,6 +190,9 @@ class EvaluateParams(_Section):
     top_p: float = Field(1.0, gt=0, le=1)
     bootstrap_samples: int = Field(1000, ge=100)
     language: Literal["auto", "en", "zh"] = "auto"
+    test_path: str = "data/splits/test.jsonl"
+    out_dir: str = "metrics"  # predictions.jsonl, plots/, report.html (eval.json is metrics/eval.json)
+    report_worst: int = Field(10, ge=0)  # regressions shown in report.html
     judge: JudgeParams = JudgeParams()
 
 
@@ -184,13 +211,34 @@ class PromoteParams(_Section):
     require_no_leakage: bool = True
 
 
+class VllmExportParams(_Section):
+    """``domainft export vllm``: the docker-compose service running vLLM's OpenAI server."""
+
+    image: str = "vllm/vllm-openai:v0.10.0"
+    port: int = Field(8000, ge=1, le=65535)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int = Field(0, ge=0)  # 0 = serve.max_model_len, else config.json max_position_embeddings
+    out_dir: str = "serving"
+
+
 class ServeParams(_Section):
+    """``domainft serve``: the OpenAI-compatible server (and the vLLM export below)."""
+
+    model: str = "models/merged"  # default --model: folder, models:/name@alias, or base with --adapter
+    model_name: str | None = None  # served id; default: the registered name or domainft-<domain.name>
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    api_key_env: str | None = None
-    max_batch_size: int = Field(8, ge=1)
-    max_queue: int = Field(64, ge=1)
-    max_new_tokens_limit: int = Field(1024, ge=1)
+    api_key_env: str | None = None  # env var holding the Bearer key; set but empty = refuse to start
+    max_batch_size: int = Field(8, ge=1)  # rows generated together (continuous batching)
+    max_queue: int = Field(64, ge=1)  # waiting requests; one more gets 503 + Retry-After
+    max_new_tokens_limit: int = Field(1024, ge=1)  # largest accepted max_tokens
+    max_model_len: int = Field(0, ge=0)  # prompt + completion limit; 0 = config max_position_embeddings
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
+    retry_after_s: int = Field(1, ge=1)
+    cache_dir: str = "~/.cache/domainft/models"  # MLflow model downloads
+    torch_threads: int = Field(0, ge=0)  # 0 = all cores but one (left to the HTTP event loop)
+    vllm: VllmExportParams = VllmExportParams()
 
 
 # "register" is both a stage name and ABCMeta.register on the class; the field wins on instances.

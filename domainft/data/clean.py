@@ -1,0 +1,205 @@
+"""Cleaning operators over one :class:`~domainft.data.schemas.Draft`; each has a name and a count.
+
+Order (names are the keys of ``operators`` in metrics/prepare.json; "modified" counts records
+changed, "removed" records rejected with that name as reason, kind ``filtered``):
+
+1. ``placeholders``  alpaca-style inputs such as ``<noinput>``, ``No input.``, ``N/A`` -> empty
+   (compared casefolded with brackets, punctuation and spaces removed; AlpacaDataCleaned defect).
+2. ``unicode``       ftfy.fix_text (mojibake, HTML entities, NFC) with full-width character and
+   quote conversion OFF, so Chinese full-width punctuation stays in training text.
+3. ``control_chars`` C0/C1 control and zero-width characters removed (``\\n`` and ``\\t`` kept).
+4. ``whitespace``    CRLF -> LF, non-breaking spaces -> space, runs of spaces/tabs inside a line
+   -> one (indentation kept), trailing spaces, 3+ newlines -> 2, text stripped.
+5. ``empty_output`` / ``empty_prompt``  a blank assistant / user turn (removed).
+6. ``roles``         :func:`~domainft.data.records.check_roles` (kind ``malformed``; "modified" =
+   repaired when ``prepare.repair_roles``).
+7. ``length``        longest assistant turn shorter than ``min_output_chars`` or any assistant turn
+   longer than ``max_output_chars``; counted in Unicode characters, so a CJK character counts 1.
+8. ``char_repetition`` data-juicer CharacterRepetitionFilter (rep_len 10, max_ratio 0.5, from
+   BigScience ROOTS), on the assistant text.
+9. ``word_repetition`` data-juicer WordRepetitionFilter (rep_len 10 words, max_ratio 0.5). Words
+   are ``\w+`` runs; CJK text has no spaces, so each 2 characters count as one word (mean Chinese
+   word length is about 1.5-2 characters; data-juicer segments with jieba instead).
+10. ``merged_instruction`` an assistant turn that continues with a new instruction (``2.
+    Instruction:``, ``### Instruction``, a later line starting ``Instruction:``, ``<noinput>``),
+    the AlpacaDataCleaned "merged instructions" defect.
+11. ``language``     optional: dominant script of user+assistant text (``zh`` when CJK characters
+    are >= 30% of letters, ``en`` for Latin, else ``other``) must be in ``languages``.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import ftfy
+
+from domainft.data.records import RecordError, check_roles
+from domainft.data.schemas import Draft
+
+OPERATORS = ["placeholders", "unicode", "control_chars", "whitespace", "empty_prompt", "empty_output",
+             "roles", "length", "char_repetition", "word_repetition", "merged_instruction", "language"]
+FTFY_CONFIG = ftfy.TextFixerConfig(fix_character_width=False, uncurl_quotes=False, explain=False)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
+_NBSP = re.compile("[\u00a0\u2000-\u200a\u202f\u205f]")
+_INNER_WS = re.compile(r"(?<=\S)[ \t]{2,}")
+_TRAIL_WS = re.compile(r"[ \t]+\n")
+_MANY_NL = re.compile(r"\n{3,}")
+_PLACEHOLDER_STRIP = re.compile(r"[\s<>\[\](){}.,:;!/\\_\-'\"]+")
+_MERGED = re.compile(
+    r"(?im)(?:^\s*(?:#{1,4}\s*)?\d{1,2}\s*[.)]\s*instruction\s*[:：])|(?:^\s*#{2,4}\s*instruction\b)"
+    r"|(?:\n\s*instruction\s*[:：])|(?:<\s*no\s*input\s*>)")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_WORDS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,2}|[^\W\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+@dataclass
+class CleanStats:
+    """Per-operator counts: ``modified[name]`` and ``removed[name]`` (records)."""
+
+    modified: Counter = field(default_factory=Counter)
+    removed: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {op: {"modified": self.modified[op], "removed": self.removed[op]} for op in OPERATORS}
+
+
+def is_placeholder(text: str, placeholders: list[str]) -> bool:
+    """True when ``text`` is blank, or equals one of ``placeholders`` ignoring case, spaces, brackets,
+    backslashes and punctuation (``<No Input>``, ``\\<noinput\\>``, ``No input.``). Text made only of
+    punctuation (e.g. Morse code) is not a placeholder unless listed literally (``-``)."""
+    stripped = text.strip()
+    if not stripped or stripped.casefold() in {p.strip().casefold() for p in placeholders}:
+        return True
+    key = _PLACEHOLDER_STRIP.sub("", stripped).casefold()
+    return key != "" and key in {_PLACEHOLDER_STRIP.sub("", p).casefold() for p in placeholders}
+
+
+def fix_unicode(text: str) -> str:
+    """ftfy with :data:`FTFY_CONFIG`; pure-ASCII text without ``&``/ESC is returned unchanged (fast path)."""
+    if text.isascii() and "&" not in text and "\x1b" not in text:
+        return text
+    return ftfy.fix_text(text, FTFY_CONFIG)
+
+
+_WS_NEEDED = re.compile("[\r\t\u00a0\u2000-\u200a\u202f\u205f]|  | \n|\n\n\n|^\\s|\\s$")
+
+
+def normalize_whitespace(text: str) -> str:
+    if not _WS_NEEDED.search(text):  # fast path: nothing to change
+        return text
+    text = _NBSP.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _MANY_NL.sub("\n\n", _TRAIL_WS.sub("\n", _INNER_WS.sub(" ", text)))
+    return text.strip()
+
+
+def char_repetition_ratio(text: str, rep_len: int = 10, above: float | None = None) -> float:
+    """data-juicer ``character_repetition_filter`` ratio: share of the sqrt(#distinct) most frequent
+    repeated char n-grams in all n-grams (0.0 when the text is shorter than ``rep_len``).
+
+    With ``above``, returns 0.0 early when the ratio provably cannot exceed it: the counted grams
+    occur at least twice, so ratio > r needs at least r/2 of all positions to be repeats.
+    """
+    grams = [text[i:i + rep_len] for i in range(len(text) - rep_len + 1)]
+    if not grams:
+        return 0.0
+    distinct = set(grams)
+    if len(distinct) == len(grams) or (above is not None and len(grams) - len(distinct) < above / 2 * len(grams)):
+        return 0.0
+    freq = sorted(Counter(grams).values(), reverse=True)
+    n_rep = min(int(len(freq) ** 0.5), len(freq) - sum(1 for f in freq if f == 1))
+    return sum(freq[:n_rep]) / len(grams)
+
+
+def word_repetition_ratio(text: str, rep_len: int = 10, above: float | None = None) -> float:
+    """data-juicer ``word_repetition_filter`` ratio: share of word n-grams occurring more than once
+    (``above``: early 0.0 as in :func:`char_repetition_ratio`)."""
+    words = _WORDS.findall(text.casefold())
+    grams = [" ".join(words[i:i + rep_len]) for i in range(len(words) - rep_len + 1)]
+    if not grams:
+        return 0.0
+    distinct = len(set(grams))
+    if distinct == len(grams) or (above is not None and len(grams) - distinct < above / 2 * len(grams)):
+        return 0.0
+    return sum(f for f in Counter(grams).values() if f > 1) / len(grams)
+
+
+def detect_language(text: str) -> str:
+    """``zh`` | ``en`` | ``other`` by script counts (heuristic, no model)."""
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    if cjk + latin == 0:
+        return "other"
+    return "zh" if cjk >= 0.3 * (cjk + latin) else "en" if latin else "other"
+
+
+def _map_text(messages, fn, stats: CleanStats, name: str) -> list[dict[str, str]]:
+    out = [{"role": m["role"], "content": fn(m["content"])} for m in messages]
+    if any(a["content"] != b["content"] for a, b in zip(out, messages)):
+        stats.modified[name] += 1
+    return out
+
+
+def _fail(stats: CleanStats, name: str, detail: str, kind: str = "filtered") -> RecordError:
+    stats.removed[name] += 1
+    return RecordError(name, detail, kind=kind)
+
+
+def clean(draft: Draft, cfg, stats: CleanStats, repair_roles: bool = False) -> list[dict[str, str]]:
+    """Run the operators on one draft and return its cleaned turns.
+
+    Args:
+        draft: turns from ingest.
+        cfg: :class:`domainft.config.CleanParams`.
+        stats: counters updated in place.
+        repair_roles: let the ``roles`` operator repair instead of reject.
+
+    Raises:
+        RecordError: reason = operator name (kind ``filtered``; ``roles`` failures keep their own
+            reason such as ``bad_role_order`` with kind ``malformed``).
+    """
+    messages = [dict(m) for m in draft.messages]
+    if draft.input is not None:
+        inp = draft.input
+        if inp and is_placeholder(inp, cfg.placeholders):
+            stats.modified["placeholders"] += 1
+            inp = ""
+        if inp.strip():
+            m = messages[draft.input_index]
+            messages[draft.input_index] = {"role": m["role"], "content": m["content"].rstrip() + "\n\n" + inp}
+    messages = _map_text(messages, fix_unicode, stats, "unicode")
+    messages = _map_text(messages, lambda t: _CONTROL.sub("", t) if _CONTROL.search(t) else t, stats, "control_chars")
+    messages = _map_text(messages, normalize_whitespace, stats, "whitespace")
+    if any(m["role"] == "assistant" and not m["content"] for m in messages):
+        raise _fail(stats, "empty_output", "an assistant turn is empty")
+    if any(m["role"] == "user" and not m["content"] for m in messages) and not repair_roles:
+        raise _fail(stats, "empty_prompt", "a user turn is empty")
+    try:
+        messages, repairs = check_roles(messages, repair=repair_roles)
+    except RecordError:
+        stats.removed["roles"] += 1
+        raise
+    if repairs or draft.repairs:
+        stats.modified["roles"] += 1
+    outputs = [m["content"] for m in messages if m["role"] == "assistant"]
+    longest = max(len(o) for o in outputs)
+    if longest < cfg.min_output_chars:
+        raise _fail(stats, "length", f"longest assistant turn has {longest} chars < min_output_chars {cfg.min_output_chars}")
+    if longest > cfg.max_output_chars:
+        raise _fail(stats, "length", f"assistant turn has {longest} chars > max_output_chars {cfg.max_output_chars}")
+    answer = "\n".join(outputs)
+    ratio = char_repetition_ratio(answer, above=cfg.max_char_repetition)
+    if ratio > cfg.max_char_repetition:
+        raise _fail(stats, "char_repetition", f"char 10-gram repetition ratio {ratio:.2f} > {cfg.max_char_repetition}")
+    ratio = word_repetition_ratio(answer, above=cfg.max_word_repetition)
+    if ratio > cfg.max_word_repetition:
+        raise _fail(stats, "word_repetition", f"word 10-gram repetition ratio {ratio:.2f} > {cfg.max_word_repetition}")
+    for o in outputs:
+        hit = _MERGED.search(o)
+        if hit:
+            raise _fail(stats, "merged_instruction", f"assistant text continues with {hit.group(0).strip()!r}")
+    if cfg.languages:
+        lang = detect_language(" ".join(m["content"] for m in messages if m["role"] != "system"))
+        if lang not in cfg.languages:
+            raise _fail(stats, "language", f"language {lang!r} not in {cfg.languages}")
+    return messages

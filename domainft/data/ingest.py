@@ -1,0 +1,269 @@
+"""Read raw files of any supported container into :class:`RawItem` s, one per raw record.
+
+Containers (by extension, then by content): JSON array or JSONL whatever the extension
+(``.json``, ``.jsonl``, ``.ndjson``; the first non-blank character decides), CSV (delimiter
+``,``/``;``/``|`` picked from the header line), TSV (``.tsv``/``.tab``), Parquet (pyarrow) and
+XLSX (pandas + openpyxl, only if installed). Text is UTF-8 with or without BOM, LF or CRLF;
+another encoding must be named in ``prepare.encodings`` (glob -> codec). A file that is not
+valid UTF-8 is still parsed (bytes replaced by U+FFFD) so that each of its records is rejected
+with reason ``encoding_error``, naming the file, byte offset and line, instead of crashing the run.
+
+``line`` is 1-based: the physical line where the record starts for JSONL and CSV/TSV (header =
+line 1), the element index for a JSON array, the data row index for Parquet, the Excel row for XLSX.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from domainft.data.records import RecordError
+from domainft.data.schemas import Draft, convert, convert_session, detect_schema, resolve_fields
+
+JSON_EXT = {".json", ".jsonl", ".ndjson", ".jsonlines"}
+TABLE_EXT = {".csv", ".tsv", ".tab", ".parquet", ".xlsx"}
+SNIFF_ROWS = 50  # records whose keys decide the schema of a JSON file
+csv.field_size_limit(1 << 30)
+
+
+@dataclass
+class RawItem:
+    """One raw record: its origin, its raw content and either a Draft or the error that stopped it."""
+
+    file: str
+    line: int
+    schema: str | None
+    raw: Any
+    draft: Draft | None = None
+    error: RecordError | None = None
+
+
+class EncodingProblem(RecordError):
+    def __init__(self, file: str, offset: int, line: int, encoding: str):
+        super().__init__("encoding_error", f"{file}: not valid {encoding} at byte offset {offset} (line {line}); "
+                         f"name its encoding in params prepare.encodings")
+        self.offset, self.line = offset, line
+
+
+def match_glob(rel: str, mapping: dict[str, Any]) -> Any:
+    """Value of the first glob in ``mapping`` matching ``rel`` (path under raw_dir) or its file name."""
+    for pattern, value in mapping.items():
+        if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(Path(rel).name, pattern):
+            return value
+    return None
+
+
+def decode(data: bytes, file: str, encoding: str | None) -> tuple[str, EncodingProblem | None]:
+    """Decode ``data``: the named encoding, else UTF-8 (BOM stripped); CRLF kept for the parsers.
+
+    Returns:
+        (text, problem): on a decoding error the text is decoded with U+FFFD replacements and
+        ``problem`` names the byte offset and line of the first bad byte.
+    """
+    enc = encoding or "utf-8"
+    if enc.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode(enc), None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return data.decode(enc, errors="replace"), EncodingProblem(file, err.start, line, enc)
+
+
+def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """Yield ``(line, object, error)`` from a JSON array or JSONL text."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # JSON array: line = 1-based element index
+        dec, pos, index = json.JSONDecoder(), len(text) - len(stripped) + 1, 0
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= len(text) or text[pos] == "]":
+                return
+            index += 1
+            start = pos
+            try:
+                obj, pos = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as err:
+                yield index, text[start:start + 2000], RecordError(
+                    "invalid_json", f"array element {index} (line {err.lineno}, column {err.colno}): {err.msg}; "
+                    "the rest of the file cannot be read")
+                return
+            yield index, obj, None
+    lines = text.split("\n")
+    if stripped.startswith("{") and len([ln for ln in lines if ln.strip()]) > 1:
+        try:  # a single pretty-printed object, e.g. {"data": [...]}
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            lists = [v for v in whole.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+            for i, obj in enumerate(lists[0] if len(lists) == 1 else [whole]):
+                yield i + 1, obj, None
+            return
+    for i, ln in enumerate(lines, 1):
+        ln = ln.strip()
+        if not ln:
+            continue
+        try:
+            yield i, json.loads(ln), None
+        except json.JSONDecodeError as err:
+            yield i, ln, RecordError("invalid_json", f"{err.msg} at column {err.colno}")
+
+
+def _csv_rows(text: str, delimiter: str | None) -> Iterator[tuple[int, Any, RecordError | None]]:
+    first = text.split("\n", 1)[0]
+    if delimiter is None:
+        delimiter = max([",", ";", "|", "\t"], key=first.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield start, None, RecordError("bad_csv", str(err))
+            start = reader.line_num + 1
+            continue
+        line, start = start, reader.line_num + 1
+        if not row:
+            continue
+        if len(row) != len(header):
+            yield line, row, RecordError("bad_field_count", f"{len(row)} fields, header has {len(header)}")
+            continue
+        yield line, dict(zip(header, row)), None
+
+
+def _binary_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield i + 1, row, None
+        return
+    try:
+        import pandas as pd
+
+        frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+    except ImportError as err:
+        raise RecordError("unsupported_format", f"{path}: XLSX needs openpyxl ({err}); export it as CSV") from None
+    for i, row in enumerate(frame.to_dict("records")):
+        yield i + 2, row, None
+
+
+def read_objects(path: Path, rel: str, encoding: str | None) -> tuple[Iterator, EncodingProblem | None]:
+    """``(iterator of (line, obj, error), encoding problem)`` for any supported container."""
+    ext = path.suffix.lower()
+    if ext in (".parquet", ".xlsx"):
+        return _binary_rows(path), None
+    text, problem = decode(path.read_bytes(), rel, encoding)
+    head = text.lstrip()[:1]
+    if ext in JSON_EXT or (ext not in TABLE_EXT and head in ("[", "{")):
+        return _json_objects(text), problem
+    if ext in TABLE_EXT:
+        return _csv_rows(text, "\t" if ext in (".tsv", ".tab") else None), problem
+    raise RecordError("unsupported_format", f"{rel}: unknown extension {ext!r} and content is not JSON")
+
+
+def _ts(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[str, str] | None = None,
+              encoding: str | None = None, group_field: str | None = None,
+              repair_roles: bool = False) -> Iterator[RawItem]:
+    """Every raw record of one file, converted to a Draft or carrying the error that rejects it.
+
+    Args:
+        path: the file; ``rel`` is how it is named in records/rejects (e.g. ``data/raw/faq.csv``).
+        schema: force a schema (``prepare.schema_overrides``); default auto-detect.
+        columns: canonical field -> column name (``prepare.columns``).
+        encoding: codec for a non-UTF-8 file (``prepare.encodings``).
+        group_field: key copied into ``Draft.group`` (chat logs default to the session id).
+        repair_roles: drop unknown-role turns instead of rejecting.
+
+    Raises:
+        RecordError: ``unsupported_format`` for a container that cannot be read at all.
+    """
+    objects, problem = read_objects(path, rel, encoding)
+    buffered = []
+    for item in objects:
+        buffered.append(item)
+        if len(buffered) >= SNIFF_ROWS:
+            break
+    keys: list[str] = list(OrderedDict.fromkeys(k for _, o, e in buffered if e is None and isinstance(o, dict) for k in o))
+    fields = resolve_fields(keys, columns or {})
+    schema = schema or detect_schema(fields)
+
+    def all_items():
+        yield from buffered
+        yield from objects
+
+    if schema == "chatlog":
+        yield from _sessions(all_items(), rel, fields, group_field, repair_roles, problem)
+        return
+    for line, obj, err in all_items():
+        item = RawItem(rel, line, schema, obj)
+        if problem is not None:
+            item.error = problem
+        elif err is not None:
+            item.error = err
+        elif schema is None:
+            item.error = RecordError("unknown_schema", f"keys {sorted(keys)[:12]} match no schema; set prepare.columns or prepare.schema_overrides")
+        else:
+            try:
+                item.draft = convert(obj, schema, fields, group_field, repair_roles)
+            except RecordError as e:
+                item.error = e
+        yield item
+
+
+def _sessions(items, rel, fields, group_field, repair, problem) -> Iterator[RawItem]:
+    """Group chat-log rows by session (first-appearance order); turns ordered by timestamp when all parse."""
+    sessions: dict[str, list[tuple[int, dict]]] = OrderedDict()
+    for line, row, err in items:
+        if err is None and problem is None and not isinstance(row, dict):
+            err = RecordError("not_an_object", f"expected an object, got {type(row).__name__}")
+        if err is None and problem is None:
+            sid = row.get(fields["session"])
+            if sid is None or str(sid).strip() == "":
+                err = RecordError("missing_key", f"empty session id ({fields['session']!r})")
+            elif row.get(fields["role"]) in (None, ""):
+                err = RecordError("missing_key", f"empty role ({fields['role']!r})")
+        if err is not None or problem is not None:
+            yield RawItem(rel, line, "chatlog", row, error=problem or err)
+            continue
+        sessions.setdefault(str(sid).strip(), []).append((line, row))
+    tkey = fields.get("timestamp")
+    for sid, rows in sessions.items():
+        if tkey:
+            stamps = [_ts(r.get(tkey)) for _, r in rows]
+            if all(s is not None for s in stamps):
+                try:
+                    rows = [r for _, r in sorted(zip(stamps, rows), key=lambda p: (p[0], p[1][0]))]
+                except TypeError:  # naive and aware timestamps mixed: keep file order
+                    pass
+        item = RawItem(rel, min(ln for ln, _ in rows), "chatlog", {"session": sid, "rows": [r for _, r in rows]})
+        try:
+            item.draft = convert_session(rows, fields, repair)
+            item.draft.group = sid
+            if group_field and rows[0][1].get(group_field) not in (None, ""):
+                item.draft.group = str(rows[0][1][group_field])
+            item.draft.meta = {"session_id": sid, "lines": [ln for ln, _ in rows], **item.draft.meta}
+        except RecordError as e:
+            item.error = e
+        yield item

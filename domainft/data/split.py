@@ -1,0 +1,145 @@
+"""Stable, group-aware train/val/test assignment and an independent leakage check.
+
+Assignment: every record belongs to a *unit*; the unit's key is hashed with the salt,
+``u = sha256(salt + "\\x00" + key)[:8] / 2**64`` in [0, 1), and ``u < test_fraction`` -> test,
+``u < test_fraction + val_fraction`` -> val, else train. A record's split therefore depends only on
+its own unit key, so adding raw data never moves an existing record unless its unit key changes
+(a new record that becomes the first member of its cluster, or bridges two clusters).
+
+Units: ``group_by: cluster`` -> the near-duplicate cluster id written by prepare.
+``group_by: group`` -> connected components of records linked by the same ``group`` (e.g. company
+or chat session) *or* the same cluster, keyed by the smallest group value in the component (its
+cluster id when it has no group), so neither a group nor a near-duplicate cluster straddles splits.
+With ``stratify_field`` the salt also contains the unit's stratum (``meta[stratify_field]`` of its
+first record), so each stratum is split independently, and the report gives split counts per value.
+
+Leakage check (metrics ``leakage``, all must be 0): clusters or groups in more than one split;
+identical normalised conversations or prompts in two splits; and near-duplicate pairs across
+splits found by a fresh MinHash LSH pass (different seed than prepare) over the full text and over
+the prompts.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from domainft.data import dedup
+from domainft.data.records import Record, content_key
+
+SPLITS = ("train", "val", "test")
+LEAK_SEED = 7  # MinHash seed of the leakage check (prepare uses 1)
+LEAK_PERM = 64  # bins of the leakage check's signatures: candidates only, verified by exact Jaccard
+
+
+def unit_fraction(key: str, salt: str) -> float:
+    """Deterministic position of ``key`` in [0, 1): first 8 bytes of sha256(salt NUL key) / 2**64."""
+    return int.from_bytes(hashlib.sha256(f"{salt}\x00{key}".encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def unit_keys(records: list[Record], group_by: str) -> list[str]:
+    """The unit key of each record (see module docstring)."""
+    if group_by == "cluster":
+        return [f"c:{r.cluster or r.id}" for r in records]
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for r in records:
+        a, b = find(f"c:{r.cluster or r.id}"), find(f"g:{r.group}" if r.group is not None else f"c:{r.cluster or r.id}")
+        if a != b:  # the root is the smaller key; "c:" < "g:", so order by (is-group first, value)
+            lo, hi = sorted((a, b), key=lambda k: (not k.startswith("g:"), k))
+            parent[hi] = lo
+    return [find(f"c:{r.cluster or r.id}") for r in records]
+
+
+def assign(records: list[Record], params) -> tuple[dict[str, list[Record]], dict[str, Any]]:
+    """Split records; returns ``({split: records in input order}, metrics)``.
+
+    Args:
+        records: prepared records (with ``cluster``; ``group`` used when ``group_by: group``).
+        params: :class:`domainft.config.SplitParams`.
+    """
+    keys = unit_keys(records, params.group_by)
+    out: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    strata: dict[str, Counter] = defaultdict(Counter)
+    units: dict[str, set[str]] = {s: set() for s in SPLITS}
+    unit_stratum: dict[str, str] = {}  # a unit's stratum is that of its first record
+    if params.stratify_field:
+        for r, key in zip(records, keys):
+            unit_stratum.setdefault(key, str(r.meta.get(params.stratify_field)))
+    for r, key in zip(records, keys):
+        stratum = unit_stratum.get(key)
+        u = unit_fraction(key, params.salt if stratum is None else f"{params.salt}\x00{stratum}")
+        name = "test" if u < params.test_fraction else "val" if u < params.test_fraction + params.val_fraction else "train"
+        out[name].append(r)
+        units[name].add(key)
+        if stratum is not None:
+            strata[str(r.meta.get(params.stratify_field))][name] += 1
+    n = max(1, len(records))
+    metrics: dict[str, Any] = {
+        "sizes": {s: len(out[s]) for s in SPLITS},
+        "fractions": {s: round(len(out[s]) / n, 4) for s in SPLITS},
+        "units": {s: len(units[s]) for s in SPLITS},
+        "group_by": params.group_by,
+        "groups": {s: len({r.group for r in out[s] if r.group is not None}) for s in SPLITS},
+    }
+    if params.stratify_field:
+        metrics["strata"] = {k: {s: v[s] for s in SPLITS} for k, v in sorted(strata.items())}
+    return out, metrics
+
+
+def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
+            group_by: str = "cluster", prompts: bool = True) -> dict[str, int]:
+    """Count cross-split overlaps (see module docstring); every value should be 0.
+
+    Near pairs: candidates from a MinHash LSH pass with seed :data:`LEAK_SEED`, counted when their
+    *exact* character n-gram Jaccard similarity is >= ``threshold``.
+    """
+    rows = [(s, r) for s in SPLITS for r in splits.get(s, [])]
+    conv = [content_key(r.messages) for _, r in rows]
+    prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
+    checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
+    if group_by == "group":
+        checks.append(("groups", [r.group for _, r in rows]))
+    if prompts:
+        checks.append(("exact_prompts", prompt))
+    report: dict[str, int] = {}
+    for name, values in checks:
+        seen: dict[Any, set[str]] = defaultdict(set)
+        for (s, _), v in zip(rows, values):
+            if v is not None and v != "":
+                seen[v].add(s)
+        report[name] = sum(1 for v in seen.values() if len(v) > 1)
+    split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
+    for name, texts in (("near_conversations", conv), ("near_prompts", prompt)):
+        if name == "near_prompts" and not prompts:
+            continue
+        report[name] = _near_cross_pairs(texts, split_of, threshold, ngram)
+    report["total"] = sum(report.values())
+    return report
+
+
+def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:
+    """Pairs in different splits with exact n-gram Jaccard >= threshold (LSH candidates, seed LEAK_SEED)."""
+    if len(texts) < 2:
+        return 0
+    sig = dedup.signatures(texts, LEAK_PERM, ngram, seed=LEAK_SEED)
+    cands = np.array(sorted(dedup.candidate_pairs(sig, max(0.05, threshold - 0.1))), dtype=np.int64).reshape(-1, 2)
+    cands = cands[split_of[cands[:, 0]] != split_of[cands[:, 1]]]  # cross-split only
+    if not len(cands):
+        return 0
+    est = (sig[cands[:, 0]] == sig[cands[:, 1]]).mean(axis=1)
+    count, shingles = 0, {}
+    for i, j in cands[est >= threshold - 0.25].tolist():  # estimate prefilter (> 4 sd at 64 bins)
+        a = shingles.setdefault(i, dedup.shingles(texts[i], ngram))
+        b = shingles.setdefault(j, dedup.shingles(texts[j], ngram))
+        count += len(a & b) / len(a | b) >= threshold
+    return int(count)

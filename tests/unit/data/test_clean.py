@@ -1,0 +1,106 @@
+"""Each cleaning operator: what it modifies or removes, with its count."""
+from __future__ import annotations
+
+import pytest
+
+from domainft.config import CleanParams
+from domainft.data.clean import (CleanStats, char_repetition_ratio, clean, detect_language, fix_unicode,
+                                 is_placeholder, normalize_whitespace, word_repetition_ratio)
+from domainft.data.records import RecordError
+from domainft.data.schemas import Draft
+
+ANSWER = "Transfers above the daily limit need a call to the branch on a working day."
+
+
+def draft(user="What is the limit?", answer=ANSWER, inp=None):
+    return Draft([{"role": "user", "content": user}, {"role": "assistant", "content": answer}], input=inp)
+
+
+def run(d, **cfg):
+    stats = CleanStats()
+    return clean(d, CleanParams(**cfg), stats), stats
+
+
+def rejected(d, **cfg):
+    stats = CleanStats()
+    with pytest.raises(RecordError) as err:
+        clean(d, CleanParams(**cfg), stats)
+    return err.value, stats
+
+
+@pytest.mark.parametrize("text", ["<noinput>", "No input.", "<No Input>", "N/A", "none", "  ", "[noinput]", "(No input)", '"<noinput>"', "\\<noinput\\>", "{\\noinput}", "-"])
+def test_placeholders(text):
+    assert is_placeholder(text, CleanParams().placeholders)
+
+
+@pytest.mark.parametrize("text", ["No", "input data", "Nonetheless", "0", "Sentence: none of them", "\\-- \\-\\ \\.-", "..."])
+def test_not_placeholders(text):
+    assert not is_placeholder(text, CleanParams().placeholders)
+
+
+def test_placeholder_input_dropped_real_input_appended():
+    out, stats = run(draft(inp="<No input>"))
+    assert out[0]["content"] == "What is the limit?" and stats.modified["placeholders"] == 1
+    out, stats = run(draft(inp="Account: Gold"))
+    assert out[0]["content"] == "What is the limit?\n\nAccount: Gold" and stats.modified["placeholders"] == 0
+
+
+def test_unicode_fixes_mojibake_keeps_fullwidth_punctuation():
+    assert fix_unicode("caf\u00c3\u00a9 &amp; more") == "café & more"
+    zh = "开户需要什么材料？请带上身份证，谢谢！"
+    assert fix_unicode(zh) == zh
+    out, stats = run(draft(answer="The fee is 5 \u00e2\u20ac\u201c 10 pounds per month for the account."))
+    assert out[1]["content"] == "The fee is 5 \u2013 10 pounds per month for the account." and stats.modified["unicode"] == 1
+
+
+def test_control_chars_and_whitespace():
+    out, stats = run(draft(user="What\x07 is\u200b the  limit?\r\n", answer=ANSWER + "\x00  \n\n\n\nSecond   para."))
+    assert out[0]["content"] == "What is the limit?"
+    assert out[1]["content"] == ANSWER + "\n\nSecond para."
+    assert (stats.modified["control_chars"], stats.modified["whitespace"]) == (1, 1)
+    assert normalize_whitespace("def f():\n    return 1  \n") == "def f():\n    return 1"  # indentation kept
+
+
+def test_empty_output_and_prompt():
+    err, stats = rejected(draft(answer="   "))
+    assert (err.reason, err.kind, stats.removed["empty_output"]) == ("empty_output", "filtered", 1)
+    err, _ = rejected(draft(user="\x00"))
+    assert err.reason == "empty_prompt"
+
+
+def test_length_bounds_count_cjk_per_character():
+    err, stats = rejected(draft(answer="Too short."))
+    assert err.reason == "length" and "10 chars < min_output_chars 20" in err.detail
+    run(draft(answer="需要身份证和手机号码，办理时间约十五分钟左右。"))  # 23 CJK chars >= 20: kept
+    err, _ = rejected(draft(answer="需要身份证和手机号码。"))  # 11 chars
+    assert err.reason == "length"
+    err, _ = rejected(draft(answer="x" * 30), max_output_chars=25)
+    assert "30 chars > max_output_chars 25" in err.detail
+
+
+def test_repetition_thresholds():
+    assert char_repetition_ratio("abcdefghijklmnop") == 0.0
+    assert char_repetition_ratio("ha" * 50) == 46 / 91  # 2 distinct 10-grams, top int(sqrt(2)) = 1 counted
+    assert word_repetition_ratio(ANSWER) == 0.0
+    spam = " ".join(["buy now and save money on every card today"] * 4)
+    assert word_repetition_ratio(spam) > 0.5
+    err, stats = rejected(draft(answer="C D D D D D D D D D D E E C C C C C C C C C C D D D D D D D D D E E."))
+    assert err.reason == "char_repetition" and stats.removed["char_repetition"] == 1
+    err, _ = rejected(draft(answer=spam), max_char_repetition=1.0)
+    assert err.reason == "word_repetition"
+
+
+def test_merged_instruction():
+    err, _ = rejected(draft(answer=ANSWER + "\n\n2. Instruction: Write a poem about cats.\n3. Output: ..."))
+    assert err.reason == "merged_instruction" and "Instruction" in err.detail
+    err, _ = rejected(draft(answer="<noinput>\n<output image>"), min_output_chars=1)
+    assert err.reason == "merged_instruction"
+    run(draft(answer="Input: 5\nOutput: 120, the factorial of five computed recursively."))  # not merged
+
+
+def test_language_filter():
+    assert detect_language("开户需要什么材料？") == "zh" and detect_language(ANSWER) == "en"
+    assert detect_language("12345 !!") == "other"
+    run(draft(), languages=["en"])
+    err, _ = rejected(draft(), languages=["zh"])
+    assert err.reason == "language" and "'en'" in err.detail

@@ -1,0 +1,109 @@
+"""prepare over the messy corpus: no crash, exact accounting, stage outputs and on_error."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domainft.config import parse_params
+from domainft.data.prepare import PrepareError, prepare, read_records
+
+
+def _params(raw, **prepare_kw):
+    return parse_params({"prepare": {"raw_dir": str(raw), **prepare_kw}})
+
+
+def test_messy_corpus_exact_accounting(messy_raw):
+    raw, expected = messy_raw
+    p = _params(raw)
+    res = prepare(p.prepare, p.domain.system_prompt)
+    files = res.metrics["files"]
+    assert sorted(files) == sorted(f"{raw}/{name}" for name in expected)  # README.md excluded
+    for name, exp in expected.items():
+        fm = files[f"{raw}/{name}"]
+        reasons = {k: v for k, v in exp.items() if k not in ("read", "kept")}
+        assert (fm["read"], fm["kept"], fm["rejected_by_reason"]) == (exp["read"], exp["kept"], reasons), name
+        assert fm["read"] == fm["kept"] + fm["rejected"]
+    t = res.metrics["totals"]
+    assert t["read"] == sum(e["read"] for e in expected.values()) == 33
+    assert t["kept"] == len(res.records) == 23 and t["rejected"] == len(res.rejects) == 10
+    assert t["rejected_by_kind"] == {"duplicate": 1, "filtered": 1, "malformed": 8}
+    assert res.metrics["operators"]["placeholders"]["modified"] == 1
+    assert files[f"{raw}/d_chats.csv"]["rows"] == 12
+
+
+def test_rejects_name_file_line_and_keep_raw(messy_raw):
+    raw, _ = messy_raw
+    p = _params(raw)
+    res = prepare(p.prepare, p.domain.system_prompt)
+    by_reason = {r.reason: r for r in res.rejects}
+    bad = by_reason["invalid_json"]
+    assert (bad.file, bad.line, bad.kind) == (f"{raw}/a_alpaca.jsonl", 11, "malformed")
+    assert bad.raw.startswith('{"instruction": "broken')
+    enc = by_reason["encoding_error"]
+    assert "c_gbk.csv" in enc.detail and "byte offset 16 (line 2)" in enc.detail and "prepare.encodings" in enc.detail
+    role = by_reason["unknown_role"]
+    assert role.line == 10 and "'supervisor'" in role.detail and len(role.raw["rows"]) == 3
+    dup = by_reason["exact_duplicate"]
+    assert dup.line == 15 and dup.kind == "duplicate" and "a_alpaca.jsonl:4" in dup.detail
+
+
+def test_records_have_canonical_shape(messy_raw):
+    raw, _ = messy_raw
+    p = _params(raw)
+    res = prepare(p.prepare, p.domain.system_prompt)
+    ids = [r.id for r in res.records]
+    assert len(set(ids)) == len(ids) and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    for r in res.records:
+        assert r.messages[0] == {"role": "system", "content": p.domain.system_prompt}
+        assert r.messages[-1]["role"] == "assistant" and r.cluster
+        assert set(r.source) == {"file", "line", "schema"}
+    chats = [r for r in res.records if r.source["schema"] == "chatlog"]
+    assert [r.group for r in chats] == ["S0", "S1", "S2", "S3"]
+    array = [r for r in res.records if r.source["file"].endswith("b_sharegpt_array.jsonl")]
+    assert [r.source["line"] for r in array] == [1, 2, 3, 4, 5]  # element index in a JSON array
+    placeholder = next(r for r in res.records if r.source["line"] == 14 and r.source["schema"] == "alpaca")
+    assert "No Input" not in placeholder.messages[1]["content"]
+
+
+def test_encoding_param_reads_gbk_and_repair_roles(messy_raw):
+    raw, _ = messy_raw
+    p = _params(raw, encodings={"c_gbk.csv": "gbk"}, repair_roles=True)
+    res = prepare(p.prepare, p.domain.system_prompt)
+    gbk = res.metrics["files"][f"{raw}/c_gbk.csv"]
+    assert (gbk["kept"], gbk["rejected"]) == (2, 0)
+    zh = [r for r in res.records if r.source["file"].endswith("c_gbk.csv")]
+    assert zh[0].messages[1]["content"] == "开户需要什么材料？"
+    chats = res.metrics["files"][f"{raw}/d_chats.csv"]
+    # repaired: S9 drops the supervisor turn; S8 (customer only) still has no exchange
+    assert chats["kept"] == 5 and chats["rejected_by_reason"] == {"no_exchange": 1}
+    sharegpt = res.metrics["files"][f"{raw}/b_sharegpt_array.jsonl"]
+    assert sharegpt["rejected_by_reason"] == {"no_exchange": 1}  # [gpt, human]: nothing left
+    assert res.metrics["operators"]["roles"] == {"modified": 1, "removed": 2}
+
+
+def test_on_error_fail_names_file_and_line(messy_raw):
+    raw, _ = messy_raw
+    p = _params(raw, on_error="fail")
+    with pytest.raises(PrepareError, match=r"a_alpaca\.jsonl:11: invalid_json"):
+        prepare(p.prepare, p.domain.system_prompt)
+
+
+def test_stages_write_outputs_and_metrics(messy_raw, monkeypatch):
+    raw, _ = messy_raw
+    root = raw.parent.parent
+    monkeypatch.chdir(root)
+    from domainft.stages import prepare as prepare_stage
+    from domainft.stages import split as split_stage
+
+    p = parse_params({})
+    m = prepare_stage.run(p)
+    assert (root / "data/processed/records.jsonl").exists()
+    rejects = [json.loads(x) for x in (root / "data/processed/rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == m["totals"]["rejected"] == 10
+    assert all({"file", "line", "kind", "reason", "detail", "raw"} <= set(r) for r in rejects)
+    assert json.loads((root / "metrics/prepare.json").read_text())["totals"]["accounted"] is True
+    s = split_stage.run(p)
+    sizes = {n: len(read_records(root / f"data/splits/{n}.jsonl")) for n in ("train", "val", "test")}
+    assert sizes == s["sizes"] and sum(sizes.values()) == 23
+    assert s["leakage"]["total"] == 0
