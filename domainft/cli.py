@@ -45,8 +45,50 @@ def _stage_command(name: str) -> click.Command:
 for _name in STAGES:
     cli.add_command(_stage_command(_name))
 
+@cli.command()
+@click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True, type=click.Path())
+def compare(metrics_path: str) -> None:
+    """Print the base-vs-tuned table from metrics/eval.json (delta with its 95% bootstrap CI)."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    path = Path(metrics_path)
+    if not path.exists():
+        raise click.ClickException(f"{path} not found; run `dvc repro` first")
+    m = json.loads(path.read_text())
+    names = sorted({k.rsplit(".", 1)[0] for k in m if k.endswith(".tuned")})
+    table = Table(title=f"base vs tuned on {m.get('n_samples', '?')} held-out samples ({path})")
+    for col in ("metric", "base", "tuned", "delta", "95% CI of delta", "wins/ties/losses"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+
+    def f(x):
+        return "-" if x is None else f"{x:.4g}"
+
+    for n in names:
+        ci = f"[{f(m.get(n + '.delta_ci_low'))}, {f(m.get(n + '.delta_ci_high'))}]"
+        wtl = "/".join(str(m.get(f"{n}.{k}", "-")) for k in ("wins", "ties", "losses"))
+        table.add_row(n, f(m.get(n + ".base")), f(m.get(n + ".tuned")), f(m.get(n + ".delta")), ci, wtl)
+    Console().print(table)
+    if "judge" in m and isinstance(m["judge"], str):
+        click.echo(f"judge: {m['judge']} {m.get('judge_reason', '')}".rstrip())
+
+
 # --- extra commands (serve, export, promote, review, init) are registered below -------------
 # (each helper adds one `cli.add_command(...)` line here, importing lazily inside its module)
+from domainft.evaluation.review import review_cli  # noqa: E402  (stdlib + click only)
+
+cli.add_command(review_cli)
+
+from domainft.serving import commands as _serving  # noqa: E402  (click only; torch loads on use)
+
+cli.add_command(_serving.serve)
+cli.add_command(_serving.export)
+
+from domainft.promote import promote_cli  # noqa: E402  (click only; mlflow loads on use)
+
+cli.add_command(promote_cli)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,27 @@ LINEAGE_PATHS = {  # tag suffix -> dvc.lock path
     "train_split": "data/splits/train.jsonl", "base": "models/base",
     "adapter": "models/adapter", "merged": "models/merged",
 }
+SPLIT_FILES = {  # per-file lineage beyond the fingerprinted paths: tag suffix -> path
+    "val_split": "data/splits/val.jsonl", "test_split": "data/splits/test.jsonl",
+}
+DVC_CACHE_DIR = Path(".dvc/cache/files/md5")  # DVC 3 layout: <md5[:2]>/<md5[2:]>(.dir)
 LIBRARIES = ["torch", "transformers", "peft", "trl", "datasets", "dvc", "mlflow"]
 KEY_METRICS = ["rouge_l", "response_ppl"]
+# Facts the promotion gates read (domainft/promote.py), copied to version tags as ``metric.<key>``.
+GATE_METRICS = ["merge.passed", "split.leakage.total", "eval.judge.pairwise.win_rate"]
+_BAD_NAME_CHARS = re.compile(r"[^/\w.\- ]")  # MLflow accepts alphanumerics, _ - . space / (and :)
+
+
+def metric_key(key: str) -> str:
+    """``key`` made acceptable as an MLflow metric/param name: other characters become ``_``.
+
+    MLflow rejects names outside ``[/\\w.\\- :]`` or that normalise to another path (``a//b``,
+    ``./a``); file names from ``metrics/prepare.json`` (``files.data/raw/faq (2).csv.kept``) and
+    glob keys in params (``prepare.schema_overrides.*.csv``) would otherwise fail the run.
+    """
+    out = _BAD_NAME_CHARS.sub("_", key)
+    out = re.sub(r"/+", "/", out).strip("/")
+    return "/".join(p if p not in (".", "..") else "_" for p in out.split("/"))[:250]
 
 
 def model_name(params: Params) -> str:
@@ -65,8 +85,15 @@ def dvc_lock_hashes(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
     return hashes
 
 
-def read_stage_metrics(metrics_dir: str | Path = "metrics") -> dict[str, float]:
-    """Numeric leaves of every ``metrics/*.json`` as ``<file stem>.<dotted key>``."""
+def read_stage_metrics(metrics_dir: str | Path = "metrics", include_bools: bool = False) -> dict[str, float]:
+    """Numeric leaves of every ``metrics/*.json`` as ``<file stem>.<dotted key>``.
+
+    Args:
+        include_bools: also keep boolean leaves as 1.0 / 0.0 (e.g. ``merge.passed``, read by the
+            promotion gates); off by default.
+
+    Keys pass through :func:`metric_key` (``@`` and other characters MLflow rejects become ``_``).
+    """
     out: dict[str, float] = {}
     for f in sorted(Path(metrics_dir).glob("*.json")):
         if f.stem == "register":  # our own output
@@ -77,16 +104,64 @@ def read_stage_metrics(metrics_dir: str | Path = "metrics") -> dict[str, float]:
             log.warning("skipping unreadable metrics file %s", f)
             continue
         for k, v in flatten(data, f.stem + ".").items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k.replace("@", "_")] = float(v)
+            if isinstance(v, bool):
+                if include_bools:
+                    out[metric_key(k)] = 1.0 if v else 0.0
+            elif isinstance(v, (int, float)):
+                out[metric_key(k)] = float(v)
     return out
 
 
+def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Plain md5 of a file's bytes: what DVC 3 records as ``md5`` (``hash: md5``) for a file."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def member_md5(path: str, lock: dict[str, str], cache_dir: str | Path = DVC_CACHE_DIR) -> str | None:
+    """DVC hash of ``path`` even when dvc.lock only lists the directory holding it.
+
+    Order: the path's own dvc.lock entry; else the entry for ``path`` in the ``.dir`` manifest (a
+    JSON list of ``{"md5", "relpath"}`` in the DVC cache) of a locked parent directory; else the md5
+    of the file in the workspace (what DVC would record for it); else None.
+    """
+    if path in lock:
+        return lock[path]
+    for parent, md5 in lock.items():
+        if md5.endswith(".dir") and path.startswith(parent.rstrip("/") + "/"):
+            manifest = Path(cache_dir) / md5[:2] / md5[2:]
+            if manifest.is_file():
+                rel = path[len(parent.rstrip("/")) + 1:]
+                try:
+                    entries = json.loads(manifest.read_text())
+                except json.JSONDecodeError:
+                    break
+                for e in entries:
+                    if e.get("relpath") == rel and "md5" in e:
+                        return e["md5"]
+    return file_md5(path) if Path(path).is_file() else None
+
+
 def lineage_tags(params: Params, lock: dict[str, str]) -> dict[str, str]:
+    """Tags linking a run to its code, data and models.
+
+    ``domainft.git_commit`` / ``domainft.git_dirty``; ``dvc.<name>.md5`` for every path of
+    :data:`LINEAGE_PATHS` and :data:`SPLIT_FILES` (directories: DVC's ``.dir`` hash; single split
+    files: their own hash, see :func:`member_md5`); ``base.source`` / ``base.revision``;
+    ``lib.<package>`` versions.
+    """
     tags = {f"domainft.{k}": v for k, v in git_facts().items()}
     for name, path in LINEAGE_PATHS.items():
         if path in lock:
             tags[f"dvc.{name}.md5"] = lock[path]
+    if lock:  # split files listed only inside the data/splits directory out
+        for name, path in {"train_split": LINEAGE_PATHS["train_split"], **SPLIT_FILES}.items():
+            md5 = member_md5(path, lock)
+            if md5:
+                tags[f"dvc.{name}.md5"] = md5
     tags["base.source"] = params.base.source
     tags["base.revision"] = params.base.revision or "none"
     for lib in LIBRARIES:
@@ -97,8 +172,21 @@ def lineage_tags(params: Params, lock: dict[str, str]) -> dict[str, str]:
     return tags
 
 
+def param_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Like :func:`flatten`, but a dict with user-chosen keys (globs, file or column names such as
+    ``prepare.schema_overrides``) stays one JSON value instead of producing invalid MLflow names."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(re.fullmatch(r"[A-Za-z0-9_-]+", str(x)) for x in v):
+            out.update(param_items(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def _log_params(mlflow, params: Params) -> None:
-    flat = flatten(params.model_dump())
+    flat = param_items(params.model_dump())
     short, long = {}, {}
     for k, v in flat.items():
         s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
@@ -138,7 +226,7 @@ def register(params: Params) -> dict:
         return {"model_name": name, "version": int(mv.version), "run_id": mv.run_id,
                 "created": False, "fingerprint": fp}
 
-    metrics = read_stage_metrics()
+    metrics = read_stage_metrics(include_bools=True)
     tags = lineage_tags(params, lock)
     which = params.register.log_model
     with mlflow.start_run(run_name=f"pipeline-{params.domain.name}",
@@ -160,6 +248,9 @@ def register(params: Params) -> dict:
             v = metrics.get(f"eval.{key}.{side}")
             if v is not None:
                 version_tags[f"metric.{key}.{side}"] = f"{v:.6g}"
+    for key in GATE_METRICS:
+        if key in metrics:
+            version_tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
     mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
     client.set_registered_model_alias(name, ALIAS_CHALLENGER, mv.version)
     return {"model_name": name, "version": int(mv.version), "run_id": run.info.run_id,

@@ -34,7 +34,9 @@ def git_facts() -> dict[str, str]:
         head = run("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"git_commit": "unknown", "git_dirty": "unknown"}
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        # metrics/ and dvc.lock are rewritten by the pipeline itself while it runs
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    ":(exclude)metrics", ":(exclude)dvc.lock").stdout.strip() != ""
         return {"git_commit": head.stdout.strip(), "git_dirty": str(dirty).lower()}
     except (OSError, subprocess.TimeoutExpired):
         return {"git_commit": "unknown", "git_dirty": "unknown"}

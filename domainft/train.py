@@ -177,6 +177,15 @@ def _latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
+def _sort_target_modules(config_path: Path) -> None:
+    """peft stores target_modules from a set (random order per process); sort them so identical
+    training yields a byte-identical adapter folder and an unchanged DVC hash."""
+    cfg = json.loads(config_path.read_text())
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(cfg["target_modules"])
+        config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: TrainParams,
                   seed: int = 42, plots_csv: str = "metrics/plots/train_loss.csv",
                   mlflow_run: bool = False, callbacks: list | None = None) -> dict:
@@ -259,6 +268,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
+    _sort_target_modules(tmp / "adapter_config.json")
     tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

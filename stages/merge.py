@@ -1,8 +1,15 @@
 """DVC entry point of the `merge` stage: `python stages/merge.py [params.yaml]` (see dvc.yaml).
 
-The logic lives in domainft/stages/merge.py so that `domainft merge` runs the same code.
+The logic lives in domainft/stages/merge.py so that `domainft merge` runs the same code. This
+checkout's `domainft/` is put first on sys.path: the code DVC hashes as a dependency is the code
+that runs, whatever copy of the package is installed.
 """
-from domainft.stages import main_for
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domainft.stages import main_for  # noqa: E402
 
 if __name__ == "__main__":
     main_for("merge")

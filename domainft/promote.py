@@ -1,0 +1,257 @@
+"""Promotion: move the registry alias ``champion`` to the ``challenger`` version when its gates pass.
+
+Usage::
+
+    domainft promote                         # gates from params.yaml `promote`; exit 1 when refused
+    domainft promote --force --reason "rollback after incident 42"
+
+Gates (params ``promote``), read from the metrics of the run behind each model version (logged by
+:func:`domainft.registry.register`):
+
+===============  =====================================  ==========================================
+gate             metric                                 passes when
+===============  =====================================  ==========================================
+rouge_l          ``eval.rouge_l.tuned``                 challenger >= champion - ``rouge_l_tolerance``
+                                                        (no champion yet: passes)
+judge_win_rate   ``eval.judge.pairwise.win_rate``       >= ``min_judge_win_rate``; off when that is
+                                                        null, skipped when no judge ran
+merge_fidelity   ``merge.passed`` (1.0 / 0.0)           == 1 (when ``require_merge_fidelity``)
+no_leakage       ``split.leakage.total``                == 0 (when ``require_no_leakage``)
+===============  =====================================  ==========================================
+
+A required metric that is missing fails its gate (a version cannot prove it passed). ``--force``
+moves the alias despite failing gates and needs a reason, stored on the version as the tag
+``domainft.promote.reason`` (with ``domainft.promote.forced = true``). Every decision is written to
+version tags: ``domainft.promote.decision``, ``domainft.promote.gates`` (JSON) and, on promotion,
+``domainft.promote.previous_champion`` and ``domainft.promote.at`` (UTC ISO 8601).
+
+Caveat: ROUGE-L of two versions is comparable only on the same test split; when the data changed,
+compare ``dvc.test_split.md5`` tags (``domainft promote`` prints both) before trusting the delta.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import click
+
+from domainft.config import Params, ParamsError, PromoteParams, load_params
+
+ROUGE_KEY = "eval.rouge_l.tuned"
+JUDGE_KEY = "eval.judge.pairwise.win_rate"
+MERGE_KEY = "merge.passed"
+LEAK_KEY = "split.leakage.total"
+TAG = "domainft.promote."
+
+
+class PromoteError(RuntimeError):
+    """The registry has no such model or no ``challenger`` version to promote."""
+
+
+@dataclass
+class Gate:
+    """One gate: ``status`` is ``pass``, ``fail``, ``skip`` (not applicable) or ``off`` (disabled)."""
+
+    name: str
+    value: float | None
+    threshold: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+
+@dataclass
+class PromoteResult:
+    """Outcome of :func:`promote`; ``decision`` is promoted, forced, refused or already_champion."""
+
+    model_name: str
+    challenger: int
+    champion_before: int | None
+    champion_after: int | None
+    decision: str
+    gates: list[Gate] = field(default_factory=list)
+    reason: str | None = None
+    test_split: dict[str, str | None] = field(default_factory=dict)  # side -> dvc.test_split.md5
+
+    @property
+    def failing(self) -> list[str]:
+        return [g.name for g in self.gates if not g.ok]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "failing": self.failing}
+
+
+def evaluate_gates(challenger: dict[str, float], champion: dict[str, float] | None,
+                   gates: PromoteParams) -> list[Gate]:
+    """Check the challenger's run metrics against the champion's and the thresholds.
+
+    Args:
+        challenger, champion: run metrics (``eval.rouge_l.tuned`` ...); champion None = none yet.
+        gates: params ``promote``.
+
+    Returns:
+        One :class:`Gate` per gate, in the order rouge_l, judge_win_rate, merge_fidelity, no_leakage.
+    """
+    out = []
+    tuned = challenger.get(ROUGE_KEY)
+    if champion is None:
+        out.append(Gate("rouge_l", tuned, "no champion yet", "pass" if tuned is not None else "fail",
+                        "" if tuned is not None else f"challenger lacks {ROUGE_KEY}"))
+    elif champion.get(ROUGE_KEY) is None or tuned is None:
+        side = "challenger" if tuned is None else "champion"
+        out.append(Gate("rouge_l", tuned, "?", "fail", f"{side} lacks {ROUGE_KEY}"))
+    else:
+        floor = champion[ROUGE_KEY] - gates.rouge_l_tolerance
+        out.append(Gate("rouge_l", tuned, f">= {floor:.4f} (champion {champion[ROUGE_KEY]:.4f} - "
+                        f"{gates.rouge_l_tolerance:g})", "pass" if tuned >= floor else "fail"))
+
+    win = challenger.get(JUDGE_KEY)
+    if gates.min_judge_win_rate is None:
+        out.append(Gate("judge_win_rate", win, "off (promote.min_judge_win_rate: null)", "off"))
+    elif win is None:
+        out.append(Gate("judge_win_rate", None, f">= {gates.min_judge_win_rate:g}", "skip", "no judge metrics"))
+    else:
+        out.append(Gate("judge_win_rate", win, f">= {gates.min_judge_win_rate:g}",
+                        "pass" if win >= gates.min_judge_win_rate else "fail"))
+
+    for name, key, on, want, param in (
+            ("merge_fidelity", MERGE_KEY, gates.require_merge_fidelity, 1.0, "require_merge_fidelity"),
+            ("no_leakage", LEAK_KEY, gates.require_no_leakage, 0.0, "require_no_leakage")):
+        v = challenger.get(key)
+        if not on:
+            out.append(Gate(name, v, f"off (promote.{param}: false)", "off"))
+        elif v is None:
+            out.append(Gate(name, None, f"{key} == {want:g}", "fail", f"challenger lacks {key}"))
+        else:
+            out.append(Gate(name, v, f"{key} == {want:g}", "pass" if v == want else "fail"))
+    return out
+
+
+def _version_by_alias(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def promote(params: Params, force: bool = False, reason: str | None = None) -> PromoteResult:
+    """Move ``champion`` to the ``challenger`` version of ``domainft-<domain>`` if its gates pass.
+
+    Args:
+        params: tracking URI (``register``; ``MLFLOW_TRACKING_URI`` wins), model name, gates
+            (``promote``).
+        force: move the alias even when gates fail (needs ``reason``).
+        reason: free text recorded as the version tag ``domainft.promote.reason``.
+
+    Returns:
+        :class:`PromoteResult`; the alias moved iff ``decision`` is promoted or forced.
+
+    Raises:
+        ValueError: ``force`` without a non-empty ``reason``.
+        PromoteError: the registered model or its ``challenger`` alias does not exist.
+    """
+    from domainft.registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, model_name
+    from domainft.tracking import setup_mlflow
+
+    if force and not (reason and reason.strip()):
+        raise ValueError("--force needs --reason TEXT (recorded on the model version)")
+    mlflow = setup_mlflow(params)
+    client = mlflow.MlflowClient()
+    name = model_name(params)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise PromoteError(f"registered model {name!r} not found at {mlflow.get_tracking_uri()}; "
+                           "run `dvc repro` (stage register) first") from None
+    chal = _version_by_alias(client, name, ALIAS_CHALLENGER)
+    if chal is None:
+        raise PromoteError(f"{name} has no @{ALIAS_CHALLENGER} version; run the register stage first")
+    champ = _version_by_alias(client, name, ALIAS_CHAMPION)
+    champ_v = int(champ.version) if champ else None
+    chal_run = client.get_run(chal.run_id)
+    champ_run = client.get_run(champ.run_id) if champ else None
+    result = PromoteResult(name, int(chal.version), champ_v, champ_v, "refused", reason=reason,
+                           test_split={"challenger": chal_run.data.tags.get("dvc.test_split.md5"),
+                                       "champion": champ_run.data.tags.get("dvc.test_split.md5") if champ_run else None})
+    if champ_v == result.challenger:
+        result.decision = "already_champion"
+        return result
+    result.gates = evaluate_gates(chal_run.data.metrics, champ_run.data.metrics if champ_run else None,
+                                  params.promote)
+    if not result.failing:
+        result.decision = "promoted"
+    elif force:
+        result.decision = "forced"
+    tags = {TAG + "decision": result.decision,
+            TAG + "gates": json.dumps([asdict(g) for g in result.gates], separators=(",", ":"))}
+    if reason:
+        tags[TAG + "reason"] = reason
+    if result.decision in ("promoted", "forced"):
+        client.set_registered_model_alias(name, ALIAS_CHAMPION, chal.version)
+        result.champion_after = result.challenger
+        tags[TAG + "previous_champion"] = str(champ_v) if champ_v else "none"
+        tags[TAG + "at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        tags[TAG + "forced"] = str(result.decision == "forced").lower()
+    for k, v in tags.items():
+        client.set_model_version_tag(name, chal.version, k, v)
+    return result
+
+
+def print_result(result: PromoteResult, file=None) -> None:
+    """Rich table of the gates (value, threshold, status) and a one-line decision."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file or sys.stdout, width=120)
+    champ = f"v{result.champion_before}" if result.champion_before else "none"
+    if result.gates:
+        table = Table(title=f"{result.model_name}: challenger v{result.challenger} vs champion {champ}")
+        for col in ("gate", "value", "threshold", "status", "detail"):
+            table.add_column(col, justify="right" if col == "value" else "left")
+        for g in result.gates:
+            style = {"pass": "green", "fail": "bold red"}.get(g.status, "dim")
+            value = "-" if g.value is None else f"{g.value:.4g}"
+            table.add_row(g.name, value, g.threshold, f"[{style}]{g.status}[/]", g.detail)
+        console.print(table)
+    ts = result.test_split
+    if ts.get("champion") and ts.get("challenger") and ts["champion"] != ts["challenger"]:
+        console.print(f"note: test splits differ (champion {ts['champion'][:12]}, challenger "
+                      f"{ts['challenger'][:12]}); ROUGE-L deltas compare different questions")
+    msg = {"promoted": f"promoted v{result.challenger} to @champion (was {champ})",
+           "forced": f"FORCED v{result.challenger} to @champion (was {champ}) despite failing gates: "
+                     f"{', '.join(result.failing)}; reason: {result.reason}",
+           "already_champion": f"v{result.challenger} is already @champion; nothing to do",
+           "refused": f"refused: v{result.challenger} fails gate(s) {', '.join(result.failing)}; "
+                      f"@champion stays {champ}"}[result.decision]
+    console.print(msg, markup=False)
+
+
+@click.command(name="promote")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path())
+@click.option("--force", is_flag=True, help="Move @champion even if gates fail (needs --reason).")
+@click.option("--reason", default=None, help="Why; recorded as the version tag domainft.promote.reason.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
+def promote_cli(params_path: str, force: bool, reason: str | None, as_json: bool) -> None:
+    """Move @champion to @challenger when the gates in params `promote` pass (exit 1 when refused)."""
+    if force and not (reason and reason.strip()):
+        raise click.UsageError("--force requires --reason TEXT")
+    try:
+        params = load_params(params_path)
+        result = promote(params, force=force, reason=reason)
+    except (ParamsError, PromoteError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_result(result)
+    if result.decision == "refused":
+        sys.exit(1)

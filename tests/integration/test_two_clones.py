@@ -1,0 +1,143 @@
+"""The GPU-box loop with two clones on one machine: DVC remote push/pull and a shared MLflow registry.
+
+Clone A runs the whole pipeline on the tiny model, promotes the first version and pushes data,
+models and the run cache to a local-directory DVC remote. Clone B (``git clone`` of A) pulls them:
+``dvc repro`` reruns nothing. New raw data in B reruns only the stages downstream of the data (not
+``base``), and the new model version lands in the registry A used (same ``MLFLOW_TRACKING_URI``).
+From ``@champion`` the lineage tags lead back to A's dvc.lock hash of the training split.
+
+Two tiny-model pipeline runs: about 2-4 minutes on 2 loaded CPU cores.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+NAME = "domainft-finance"
+DATA_STAGES = ["prepare", "split", "train", "merge", "evaluate", "register"]
+NEW_RAW = [  # facts absent from the demo data (a fictional product launched after the first run)
+    ("What is the monthly fee of the Northwind Harbor savings pot?",
+     "The Harbor savings pot has no monthly fee and pays 3.4% AER on balances up to £40,000."),
+    ("How many Harbor savings pots can one customer open?",
+     "Each customer can open up to five Harbor savings pots, each with its own nickname and goal."),
+    ("Can I withdraw from a Harbor pot at any time?",
+     "Yes, Harbor pot withdrawals are instant and unlimited, with no loss of interest."),
+    ("Is there a minimum deposit for the Harbor savings pot?",
+     "No minimum applies; a Harbor pot can be opened with £1 and topped up from the app at any time."),
+    ("How is interest on a Harbor pot paid?",
+     "Interest on Harbor pots is calculated daily and paid into the pot on the first business day of each month."),
+    ("Who can open a Northwind Harbor savings pot?",
+     "Any Northwind current account holder aged 16 or over who lives in the UK can open a Harbor pot."),
+]
+
+
+def _run(cmd, cwd, env, timeout=900) -> str:
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p.stdout + p.stderr
+
+
+def _copy_repo(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def _ran(out: str) -> set[str]:
+    return {s for s in ("prepare", "split", "base", *DATA_STAGES) if f"Running stage '{s}'" in out}
+
+
+def _lock_md5(proj: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"][stage]
+    return next(e["md5"] for e in lock.get("deps", []) + lock.get("outs", []) if e["path"] == path)
+
+
+def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
+    import mlflow
+
+    remote, a, b = tmp_path / "dvc-remote", tmp_path / "a", tmp_path / "b"
+    uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    (tmp_path / "registry").mkdir()
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
+
+    # clone A: tiny params, full pipeline, promote, commit dvc.lock + metrics, push to the remote
+    a.mkdir()
+    _copy_repo(a)
+    params = yaml.safe_load((a / "params.yaml").read_text())
+    params["base"]["source"] = str(tiny_model_dir)
+    params["train"].update(max_steps=3, batch_size=4, save_steps=2)
+    params["merge"]["fidelity_prompts"] = 2
+    params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
+    (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "remote = local" in (a / ".dvc" / "config").read_text()  # the committed default remote
+    _git(a, "init", "-q")
+    _git(a, "add", "-A")
+    _git(a, "commit", "-qm", "init")
+    _run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], a, env)  # as docs/remote.md
+    assert _ran(_run(["dvc", "repro"], a, env)) == {"base", *DATA_STAGES}
+    _run(["domainft", "promote"], a, env)
+    _git(a, "add", "-A")
+    _git(a, "commit", "-qm", "pipeline run 1")
+    _run(["dvc", "push", "--run-cache"], a, env)
+    assert any(remote.rglob("*")), "nothing pushed"
+
+    # lineage: from @champion to A's dvc.lock hash of the training split (and the bytes behind it)
+    client = mlflow.MlflowClient(uri)
+    champ = client.get_model_version_by_alias(NAME, "champion")
+    tags = client.get_run(champ.run_id).data.tags
+    train_md5 = _lock_md5(a, "train", "data/splits/train.jsonl")
+    assert tags["dvc.train_split.md5"] == train_md5
+    assert train_md5 == hashlib.md5((a / "data/splits/train.jsonl").read_bytes()).hexdigest()
+    assert tags["dvc.splits.md5"] == _lock_md5(a, "split", "data/splits")
+    assert tags["dvc.test_split.md5"] == _lock_md5(a, "evaluate", "data/splits/test.jsonl")
+    assert tags["domainft.git_commit"] == subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=a, text=True,
+                                                         capture_output=True).stdout.strip()  # `init`
+
+    # clone B: git clone + dvc pull -> nothing to rerun
+    _git(tmp_path, "clone", "-q", str(a), str(b))
+    _run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], b, env)
+    _run(["dvc", "pull", "--run-cache"], b, env)
+    for f in ("data/splits/train.jsonl", "models/base/model.safetensors", "models/adapter/adapter_model.safetensors",
+              "models/merged/model.safetensors", "metrics/predictions.jsonl"):
+        assert (b / f).is_file(), f
+    assert (b / "models/merged/model.safetensors").read_bytes() == (a / "models/merged/model.safetensors").read_bytes()
+    out = _run(["dvc", "repro"], b, env)
+    assert _ran(out) == set() and "up to date" in out.lower(), out
+
+    # new raw data in B: every stage downstream of data/raw reruns, base does not
+    with open(b / "data/raw/harbor_pots.jsonl", "w") as f:
+        for q, ans in NEW_RAW:
+            f.write(json.dumps({"instruction": q, "input": "", "output": ans}) + "\n")
+    out = _run(["dvc", "repro"], b, env)
+    assert _ran(out) == set(DATA_STAGES), out
+    prep = json.loads((b / "metrics/prepare.json").read_text())
+    assert prep["files"]["data/raw/harbor_pots.jsonl"]["kept"] == len(NEW_RAW)
+    assert json.loads((b / "metrics/register.json").read_text()) == {"created": True, "version": 2}
+
+    # ... and its version is in the registry A used, as the new challenger; champion stays v1
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{NAME}'"))
+    assert versions == [1, 2]
+    assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+    v2_tags = client.get_run(client.get_model_version(NAME, "2").run_id).data.tags
+    assert v2_tags["dvc.raw.md5"] != tags["dvc.raw.md5"]
+    assert v2_tags["dvc.base.md5"] == tags["dvc.base.md5"]
+    assert v2_tags["dvc.train_split.md5"] == _lock_md5(b, "train", "data/splits/train.jsonl") != train_md5

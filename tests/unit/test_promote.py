@@ -1,0 +1,197 @@
+"""Promotion gates and the `domainft promote` command against a real MLflow sqlite store.
+
+Also covers the register extensions the gates rely on: ``merge.passed`` as a 1.0/0.0 metric,
+``split.leakage.total``, per-file split hashes from DVC's ``.dir`` manifest, safe metric/param names.
+"""
+import hashlib
+import json
+import os
+
+import mlflow
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from domainft.cli import cli
+from domainft.config import PromoteParams, parse_params
+from domainft.promote import evaluate_gates, promote
+from domainft.registry import member_md5, metric_key, param_items, read_stage_metrics, register
+
+NAME = "domainft-bank"
+SPLITS_DIR_MD5 = "0123456789abcdef0123456789abcdef.dir"
+
+
+def _metrics(root, rouge=0.3, merge_passed=True, leakage=0, judge=None):
+    m = root / "metrics"
+    ev = {"rouge_l.base": 0.1, "rouge_l.tuned": rouge, "rouge_l.delta": rouge - 0.1, "n_samples": 52}
+    if judge is not None:
+        ev["judge.pairwise.win_rate"] = judge
+    (m / "eval.json").write_text(json.dumps(ev))
+    (m / "merge.json").write_text(json.dumps({"max_abs_logit_diff": 1e-6, "passed": merge_passed}))
+    (m / "split.json").write_text(json.dumps({"leakage": {"clusters": leakage, "total": leakage},
+                                              "sizes": {"train": 254}}))
+
+
+def _params(lr, **extra):
+    """Distinct params -> a distinct fingerprint -> a new model version (as a real rerun would)."""
+    return parse_params({"domain": {"name": "bank"}, "train": {"learning_rate": lr}, **extra})
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """Project dir after `dvc repro`: metrics, a (small) merged model folder, dvc.lock, DVC cache."""
+    monkeypatch.chdir(tmp_path)
+    # absolute URI: MLflow caches one store per URI string, a relative one would outlive the chdir
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "params.yaml").write_text("domain:\n  name: bank\n")  # what `domainft promote` reads
+    (tmp_path / "metrics").mkdir()
+    merged = tmp_path / "models" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text('{"model_type": "llama"}')
+    splits = tmp_path / "data" / "splits"
+    splits.mkdir(parents=True)
+    (splits / "train.jsonl").write_text('{"id": "a"}\n')
+    (splits / "val.jsonl").write_text('{"id": "b"}\n')
+    # dvc.lock lists only the directory; the per-file hashes live in its .dir manifest in the cache
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"split": {
+        "cmd": "python stages/split.py", "outs": [{"path": "data/splits", "md5": SPLITS_DIR_MD5}]}}}))
+    manifest = tmp_path / ".dvc/cache/files/md5" / SPLITS_DIR_MD5[:2] / SPLITS_DIR_MD5[2:]
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps([{"md5": "11112222333344445555666677778888", "relpath": "train.jsonl"}]))
+    _metrics(tmp_path)
+    return tmp_path
+
+
+def _client():
+    return mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # not the URI a previous test set
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, ["promote", *args], catch_exceptions=False)
+
+
+def test_gates_numbers():
+    g = PromoteParams(rouge_l_tolerance=0.01, min_judge_win_rate=0.55)
+    ok = {"eval.rouge_l.tuned": 0.29, "eval.judge.pairwise.win_rate": 0.6, "merge.passed": 1.0,
+          "split.leakage.total": 0.0}
+    champ = {"eval.rouge_l.tuned": 0.30}
+    assert [x.status for x in evaluate_gates(ok, champ, g)] == ["pass"] * 4
+    assert "champion 0.3000 - 0.01" in evaluate_gates(ok, champ, g)[0].threshold
+    bad = {**ok, "eval.rouge_l.tuned": 0.289, "eval.judge.pairwise.win_rate": 0.5, "merge.passed": 0.0,
+           "split.leakage.total": 3.0}
+    assert [x.name for x in evaluate_gates(bad, champ, g) if not x.ok] == [
+        "rouge_l", "judge_win_rate", "merge_fidelity", "no_leakage"]
+    assert evaluate_gates(bad, None, g)[0].status == "pass"  # no champion: nothing to compare with
+    no_judge = {k: v for k, v in ok.items() if k != "eval.judge.pairwise.win_rate"}
+    assert evaluate_gates(no_judge, champ, g)[1].status == "skip"
+    missing = evaluate_gates({"eval.rouge_l.tuned": 0.5}, None, g)
+    assert [(x.name, x.status) for x in missing[2:]] == [("merge_fidelity", "fail"), ("no_leakage", "fail")]
+    assert "lacks merge.passed" in missing[2].detail
+    off = PromoteParams(require_merge_fidelity=False, require_no_leakage=False)
+    assert [x.status for x in evaluate_gates({"eval.rouge_l.tuned": 0.5}, None, off)] == ["pass", "off", "off", "off"]
+    assert evaluate_gates({}, champ, g)[0].status == "fail"  # challenger without ROUGE-L
+
+
+def test_promotion_flow_on_sqlite(project):
+    client = _client()
+    # run 1: first version, gates pass -> becomes champion
+    assert register(_params(1e-4))["version"] == 1
+    res = _invoke()
+    assert res.exit_code == 0, res.output
+    assert "promoted v1 to @champion (was none)" in res.output and "merge_fidelity" in res.output
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+    run1 = client.get_run(client.get_model_version_by_alias(NAME, "champion").run_id)
+    assert run1.data.metrics["merge.passed"] == 1.0 and run1.data.metrics["split.leakage.total"] == 0.0
+    assert _invoke().output.strip().endswith("v1 is already @champion; nothing to do")
+
+    # run 2 (different params): ROUGE-L 0.25 < 0.30 - 0.01 -> refused, champion stays v1
+    _metrics(project, rouge=0.25)
+    assert register(_params(2e-4))["version"] == 2
+    res = _invoke()
+    assert res.exit_code == 1
+    assert "refused: v2 fails gate(s) rouge_l; @champion stays v1" in res.output
+    assert "0.25" in res.output and ">= 0.2900" in res.output
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+    assert client.get_model_version(NAME, "2").tags["domainft.promote.decision"] == "refused"
+
+    # run 3: within the tolerance (0.295 >= 0.29) -> promoted
+    _metrics(project, rouge=0.295)
+    assert register(_params(3e-4))["version"] == 3
+    r = promote(_params(3e-4))
+    assert (r.decision, r.champion_before, r.champion_after, r.failing) == ("promoted", 1, 3, [])
+    v3 = client.get_model_version(NAME, "3")
+    assert v3.tags["domainft.promote.previous_champion"] == "1"
+    assert v3.tags["domainft.promote.forced"] == "false"
+    assert [g["name"] for g in json.loads(v3.tags["domainft.promote.gates"])][0] == "rouge_l"
+
+
+def test_failing_fidelity_and_leakage_are_named_and_force_needs_reason(project):
+    client = _client()
+    register(_params(1e-4))
+    assert promote(_params(1e-4)).decision == "promoted"
+    _metrics(project, rouge=0.4, merge_passed=False, leakage=2)
+    assert register(_params(2e-4))["version"] == 2
+    res = _invoke()
+    assert res.exit_code == 1 and "fails gate(s) merge_fidelity, no_leakage" in res.output
+    res = _invoke("--force")
+    assert res.exit_code == 2 and "--force requires --reason" in res.output
+    with pytest.raises(ValueError, match="needs --reason"):
+        promote(_params(2e-4), force=True, reason="  ")
+    res = _invoke("--force", "--reason", "hotfix approved by risk team", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["decision"] == "forced" and out["failing"] == ["merge_fidelity", "no_leakage"]
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 2
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["domainft.promote.reason"] == "hotfix approved by risk team"
+    assert tags["domainft.promote.forced"] == "true" and tags["metric.merge.passed"] == "0"
+
+
+def test_first_version_failing_gates_gets_no_champion(project):
+    _metrics(project, leakage=1)
+    register(_params(1e-4))
+    r = promote(_params(1e-4))
+    assert r.decision == "refused" and r.failing == ["no_leakage"] and r.champion_after is None
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        _client().get_model_version_by_alias(NAME, "champion")
+    judged = promote(_params(1e-4, promote={"min_judge_win_rate": 0.5, "require_no_leakage": False}))
+    assert judged.decision == "promoted" and judged.gates[1].status == "skip"  # no judge ran
+
+
+def test_no_registered_model_is_a_clear_error(project):
+    res = CliRunner().invoke(cli, ["promote"])
+    assert res.exit_code == 1 and "registered model 'domainft-bank' not found" in res.output
+
+
+def test_lineage_from_champion_finds_train_split_hash(project):
+    register(_params(1e-4))
+    promote(_params(1e-4))
+    client = _client()
+    run = client.get_run(client.get_model_version_by_alias(NAME, "champion").run_id)
+    assert run.data.tags["dvc.splits.md5"] == SPLITS_DIR_MD5
+    assert run.data.tags["dvc.train_split.md5"] == "11112222333344445555666677778888"  # from the manifest
+    # val.jsonl is not in the manifest: its plain md5 (what DVC 3 records for a file)
+    assert run.data.tags["dvc.val_split.md5"] == hashlib.md5(b'{"id": "b"}\n').hexdigest()
+    assert "dvc.test_split.md5" not in run.data.tags  # no such file anywhere
+
+
+def test_register_helpers():
+    assert member_md5("data/x.jsonl", {"data/x.jsonl": "feed"}) == "feed"
+    assert member_md5("nope/x.jsonl", {"nope": "ab.dir"}) is None
+    assert metric_key("prepare.files.data/raw/faq (2).csv.kept") == "prepare.files.data/raw/faq _2_.csv.kept"
+    assert metric_key("eval.recall@5") == "eval.recall_5" and metric_key("a//b/./c") == "a/b/_/c"
+    flat = param_items({"prepare": {"schema_overrides": {"*.csv": "qa"}, "clean": {"min": 1}}})
+    assert flat == {"prepare.schema_overrides": {"*.csv": "qa"}, "prepare.clean.min": 1}
+
+
+def test_bools_become_metrics_only_when_asked(tmp_path):
+    (tmp_path / "merge.json").write_text(json.dumps({"passed": False, "n": 2}))
+    assert read_stage_metrics(tmp_path) == {"merge.n": 2.0}
+    assert read_stage_metrics(tmp_path, include_bools=True) == {"merge.n": 2.0, "merge.passed": 0.0}
+
+
+def test_glob_keys_in_params_do_not_break_register(project):
+    p = _params(1e-4, prepare={"schema_overrides": {"exports/*.csv": "qa"}, "encodings": {"old?.csv": "gbk"}})
+    res = register(p)
+    run = _client().get_run(res["run_id"])
+    assert json.loads(run.data.params["prepare.schema_overrides"]) == {"exports/*.csv": "qa"}
