@@ -1,0 +1,81 @@
+"""The `evaluate` stage end to end on tiny models: eval.json layout, predictions, plots, report."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from domainft.config import parse_params
+from domainft.evaluation.run import EvalDataError, load_test
+from domainft.stages.evaluate import run
+
+
+def _project(tmp_path, base_dir, tuned_dir, records):
+    shutil.copytree(base_dir, tmp_path / "models/base")
+    shutil.copytree(tuned_dir, tmp_path / "models/merged")
+    (tmp_path / "data/splits").mkdir(parents=True)
+    (tmp_path / "data/splits/test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_stage_writes_all_outputs(tmp_path, monkeypatch, tiny_model_dir, varied_model_dir, make_records):
+    records = make_records(6)
+    _project(tmp_path, tiny_model_dir, varied_model_dir, records)
+    monkeypatch.chdir(tmp_path)
+    params = parse_params({"evaluate": {"max_new_tokens": 6, "batch_size": 4, "bootstrap_samples": 100, "report_worst": 3}})
+    metrics = run(params)
+    on_disk = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for m in ("rouge_l", "bleu", "chrf", "exact_match", "response_ppl"):
+        for f in ("base", "tuned", "delta", "delta_ci_low", "delta_ci_high"):
+            assert isinstance(on_disk[f"{m}.{f}"], float), f"{m}.{f}"
+        assert on_disk[f"{m}.wins"] + on_disk[f"{m}.ties"] + on_disk[f"{m}.losses"] == 6
+        assert on_disk[f"{m}.delta_ci_low"] <= on_disk[f"{m}.delta"] + 1e-9 or m == "response_ppl"
+    assert on_disk["n_samples"] == 6 and on_disk["language"] == "en"
+    assert on_disk["judge.status"] == "skipped" and "enabled" in on_disk["judge.reason"]
+    # A random 49k-vocab model is near uniform: perplexity of the order of the vocabulary; the
+    # noisy copy is much worse, and every sample says so.
+    assert 1_000 < on_disk["response_ppl.base"] < 500_000
+    assert on_disk["response_ppl.tuned"] > on_disk["response_ppl.base"] and on_disk["response_ppl.losses"] == 6
+    assert on_disk["answer_tokens.base"] == on_disk["answer_tokens.tuned"] == 6.0
+
+    rows = [json.loads(x) for x in (tmp_path / "metrics/predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    assert rows[0]["reference"] == records[0]["messages"][-1]["content"]
+    assert set(rows[0]["scores"]) == {"rouge_l", "bleu", "chrf", "exact_match", "response_ppl"}
+    assert rows[0]["base_answer"] != rows[0]["tuned_answer"]
+
+    per_metric = json.loads((tmp_path / "metrics/plots/eval_per_metric.json").read_text())
+    assert [p["label"] for p in per_metric[:3]] == ["rouge_l base", "rouge_l tuned", "bleu base"]
+    assert per_metric[3]["value"] == per_metric[3]["raw"] / 100 and per_metric[3]["raw"] == on_disk["bleu.tuned"]
+    with open(tmp_path / "metrics/plots/answer_lengths.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert sum(int(h["tuned"]) for h in hist) == sum(int(h["reference"]) for h in hist) == 6
+    report = (tmp_path / "metrics/report.html").read_text()
+    assert "<table>" in report and "response_ppl" in report and "http" not in report.lower().replace("<!doctype html>", "")
+
+
+def test_same_model_gives_zero_deltas(tmp_path, monkeypatch, varied_model_dir, make_records):
+    _project(tmp_path, varied_model_dir, varied_model_dir, make_records(4))
+    monkeypatch.chdir(tmp_path)
+    m = run(parse_params({"evaluate": {"max_new_tokens": 4, "bootstrap_samples": 100, "max_samples": 3}}))
+    assert m["n_samples"] == 3
+    for k in ("rouge_l", "chrf", "response_ppl"):
+        assert m[f"{k}.delta"] == 0.0 and m[f"{k}.ties"] == 3
+        assert m[f"{k}.delta_ci_low"] == m[f"{k}.delta_ci_high"] == 0.0
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("{not json", "invalid JSON"),
+    ('{"messages": []}', "'id' missing"),
+    ('{"id": "a", "messages": [{"role": "user", "content": "q"}]}', "end with a non-empty assistant"),
+    ('{"id": "a", "messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "x"}]}', "no user turn"),
+])
+def test_bad_test_record_names_file_and_line(tmp_path, make_records, line, needle):
+    good = json.dumps(make_records(1)[0])
+    path = tmp_path / "test.jsonl"
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(EvalDataError, match=rf"test.jsonl:2: .*{needle}"):
+        load_test(path)
+    assert len(load_test(tmp_path / "test.jsonl", max_samples=1)) == 1
