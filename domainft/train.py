@@ -261,17 +261,19 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     secs = time.time() - t0
-    losslog.write()
+    if trainer.is_world_process_zero():
+        losslog.write()
     val_loss = trainer.evaluate()["eval_loss"] if val.samples else None
 
-    out = Path(params.out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    _sort_target_modules(tmp / "adapter_config.json")
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if trainer.is_world_process_zero():  # one writer under `accelerate launch` (DDP/FSDP)
+        out = Path(params.out_dir)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(tmp)
+        _sort_target_modules(tmp / "adapter_config.json")
+        tok.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     tokens = trainer.state.num_input_tokens_seen

@@ -1,6 +1,8 @@
 """train stage: models/base + data/splits/{train,val}.jsonl -> models/adapter, metrics/train.json."""
 from __future__ import annotations
 
+import os
+
 from domainft.config import Params
 from domainft.stages import write_metrics
 from domainft.tracking import setup_mlflow
@@ -8,6 +10,9 @@ from domainft.train import train_adapter
 
 
 def run(params: Params) -> dict:
+    if int(os.environ.get("RANK", "0")) != 0:  # non-main `accelerate launch` workers: train only
+        return train_adapter(params.base.out_dir, "data/splits/train.jsonl", "data/splits/val.jsonl",
+                             params.train, seed=params.domain.seed)
     mlflow = setup_mlflow(params)
     with mlflow.start_run(run_name="train", tags={"domainft.stage": "train"}) as run:
         mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items() if k != "lora"})
