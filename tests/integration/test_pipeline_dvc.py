@@ -5,53 +5,29 @@ point `base.source` at the tiny model folder and shrink training/evaluation, and
 subprocess exactly as a user would.
 """
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline_utils import copy_repo, git, run
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-
-def _run(cmd, cwd, timeout=900):
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    return p.stdout + p.stderr
-
-
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir):
     proj = tmp_path_factory.mktemp("pipeline") / "proj"
     proj.mkdir()
-    _copy_repo(proj)
+    copy_repo(proj)
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["base"]["source"] = str(tiny_model_dir)
     params["train"].update(max_steps=3, batch_size=4, save_steps=2)
     params["merge"]["fidelity_prompts"] = 2
     params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=proj, check=True, capture_output=True)
-    out = _run(["dvc", "repro"], proj)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        git(proj, *args)
+    out = run(["dvc", "repro"], proj)
     return proj, out
 
 
@@ -80,12 +56,12 @@ def test_registered_version_has_challenger_alias_and_lineage(project):
     mv = client.get_model_version_by_alias("domainft-finance", "challenger")
     lock = yaml.safe_load((proj / "dvc.lock").read_text())
     train_md5 = next(o["md5"] for o in lock["stages"]["split"]["outs"] if o["path"] == "data/splits")
-    assert client.get_run(mv.run_id).data.tags["dvc.splits.md5"] == train_md5
+    assert client.getrun(mv.run_id).data.tags["dvc.splits.md5"] == train_md5
 
 
 def test_second_repro_reruns_nothing(project):
     proj, _ = project
-    out = _run(["dvc", "repro"], proj)
+    out = run(["dvc", "repro"], proj)
     assert "Running stage" not in out
     assert "up to date" in out.lower()
 
@@ -94,13 +70,13 @@ def test_editing_evaluation_code_or_params_does_not_retrain(project):
     proj, _ = project
     metrics_py = proj / "domainft" / "evaluation" / "metrics.py"
     metrics_py.write_text(metrics_py.read_text() + "\n# edited\n")
-    status = _run(["dvc", "status", "--json"], proj)
+    status = run(["dvc", "status", "--json"], proj)
     changed = set(json.loads(status[status.index("{"):status.rindex("}") + 1]))
     assert changed == {"evaluate"}
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["evaluate"]["max_new_tokens"] = 4
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run(["dvc", "repro"], proj)
+    out = run(["dvc", "repro"], proj)
     assert "Running stage 'evaluate'" in out
     for stage in ("prepare", "split", "base", "train", "merge"):
         assert f"Running stage '{stage}'" not in out

@@ -9,19 +9,16 @@ From ``@champion`` the lineage tags lead back to A's dvc.lock hash of the traini
 Two tiny-model pipeline runs: about 2-4 minutes on 2 loaded CPU cores.
 """
 import hashlib
-import json
-import os
-import shutil
 import subprocess
-import sys
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline_utils import copy_repo, git, run, venv_env
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 NAME = "domainft-finance"
 DATA_STAGES = ["prepare", "split", "train", "merge", "evaluate", "register"]
 NEW_RAW = [  # facts absent from the demo data (a fictional product launched after the first run)
@@ -40,27 +37,6 @@ NEW_RAW = [  # facts absent from the demo data (a fictional product launched aft
 ]
 
 
-def _run(cmd, cwd, env, timeout=900) -> str:
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    return p.stdout + p.stderr
-
-
-def _copy_repo(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-
-
-def _git(cwd, *args):
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
-                   capture_output=True)
-
-
 def _ran(out: str) -> set[str]:
     return {s for s in ("prepare", "split", "base", *DATA_STAGES) if f"Running stage '{s}'" in out}
 
@@ -76,11 +52,11 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     remote, a, b = tmp_path / "dvc-remote", tmp_path / "a", tmp_path / "b"
     uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
     (tmp_path / "registry").mkdir()
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
+    env = venv_env(MLFLOW_TRACKING_URI=uri)
 
     # clone A: tiny params, full pipeline, promote, commit dvc.lock + metrics, push to the remote
     a.mkdir()
-    _copy_repo(a)
+    copy_repo(a)
     params = yaml.safe_load((a / "params.yaml").read_text())
     params["base"]["source"] = str(tiny_model_dir)
     params["train"].update(max_steps=3, batch_size=4, save_steps=2)
@@ -88,21 +64,21 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
     (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "remote = local" in (a / ".dvc" / "config").read_text()  # the committed default remote
-    _git(a, "init", "-q")
-    _git(a, "add", "-A")
-    _git(a, "commit", "-qm", "init")
-    _run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], a, env)  # as docs/remote.md
-    assert _ran(_run(["dvc", "repro"], a, env)) == {"base", *DATA_STAGES}
-    _run(["domainft", "promote"], a, env)
-    _git(a, "add", "-A")
-    _git(a, "commit", "-qm", "pipeline run 1")
-    _run(["dvc", "push", "--run-cache"], a, env)
+    git(a, "init", "-q")
+    git(a, "add", "-A")
+    git(a, "commit", "-qm", "init")
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], a, env)  # as docs/remote.md
+    assert _ran(run(["dvc", "repro"], a, env)) == {"base", *DATA_STAGES}
+    run(["domainft", "promote"], a, env)
+    git(a, "add", "-A")
+    git(a, "commit", "-qm", "pipeline run 1")
+    run(["dvc", "push", "--run-cache"], a, env)
     assert any(remote.rglob("*")), "nothing pushed"
 
     # lineage: from @champion to A's dvc.lock hash of the training split (and the bytes behind it)
     client = mlflow.MlflowClient(uri)
     champ = client.get_model_version_by_alias(NAME, "champion")
-    tags = client.get_run(champ.run_id).data.tags
+    tags = client.getrun(champ.run_id).data.tags
     train_md5 = _lock_md5(a, "train", "data/splits/train.jsonl")
     assert tags["dvc.train_split.md5"] == train_md5
     assert train_md5 == hashlib.md5((a / "data/splits/train.jsonl").read_bytes()).hexdigest()
@@ -112,21 +88,21 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
                                                          capture_output=True).stdout.strip()  # `init`
 
     # clone B: git clone + dvc pull -> nothing to rerun
-    _git(tmp_path, "clone", "-q", str(a), str(b))
-    _run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], b, env)
-    _run(["dvc", "pull", "--run-cache"], b, env)
+    git(tmp_path, "clone", "-q", str(a), str(b))
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], b, env)
+    run(["dvc", "pull", "--run-cache"], b, env)
     for f in ("data/splits/train.jsonl", "models/base/model.safetensors", "models/adapter/adapter_model.safetensors",
               "models/merged/model.safetensors", "metrics/predictions.jsonl"):
         assert (b / f).is_file(), f
     assert (b / "models/merged/model.safetensors").read_bytes() == (a / "models/merged/model.safetensors").read_bytes()
-    out = _run(["dvc", "repro"], b, env)
+    out = run(["dvc", "repro"], b, env)
     assert _ran(out) == set() and "up to date" in out.lower(), out
 
     # new raw data in B: every stage downstream of data/raw reruns, base does not
     with open(b / "data/raw/harbor_pots.jsonl", "w") as f:
         for q, ans in NEW_RAW:
             f.write(json.dumps({"instruction": q, "input": "", "output": ans}) + "\n")
-    out = _run(["dvc", "repro"], b, env)
+    out = run(["dvc", "repro"], b, env)
     assert _ran(out) == set(DATA_STAGES), out
     prep = json.loads((b / "metrics/prepare.json").read_text())
     assert prep["files"]["data/raw/harbor_pots.jsonl"]["kept"] == len(NEW_RAW)
@@ -137,7 +113,7 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     assert versions == [1, 2]
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
-    v2_tags = client.get_run(client.get_model_version(NAME, "2").run_id).data.tags
+    v2_tags = client.getrun(client.get_model_version(NAME, "2").run_id).data.tags
     assert v2_tags["dvc.raw.md5"] != tags["dvc.raw.md5"]
     assert v2_tags["dvc.base.md5"] == tags["dvc.base.md5"]
     assert v2_tags["dvc.train_split.md5"] == _lock_md5(b, "train", "data/splits/train.jsonl") != train_md5
