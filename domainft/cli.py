@@ -70,7 +70,7 @@ def compare(metrics_path: str) -> None:
         ci = f"[{f(m.get(n + '.delta_ci_low'))}, {f(m.get(n + '.delta_ci_high'))}]"
         wtl = "/".join(str(m.get(f"{n}.{k}", "-")) for k in ("wins", "ties", "losses"))
         table.add_row(n, f(m.get(n + ".base")), f(m.get(n + ".tuned")), f(m.get(n + ".delta")), ci, wtl)
-    Console().print(table)
+    Console(width=max(110, Console().width)).print(table)
     if "judge" in m and isinstance(m["judge"], str):
         click.echo(f"judge: {m['judge']} {m.get('judge_reason', '')}".rstrip())
 
@@ -89,6 +89,10 @@ cli.add_command(_serving.export)
 from domainft.promote import promote_cli  # noqa: E402  (click only; mlflow loads on use)
 
 cli.add_command(promote_cli)
+
+from domainft.scenarios import init_cli  # noqa: E402  (click + yaml only)
+
+cli.add_command(init_cli)
 
 
 def main() -> None:
