@@ -235,6 +235,9 @@ def register(params: Params) -> dict:
         mlflow.log_metrics(metrics)
         for f in sorted(Path("metrics").glob("*.json")):
             mlflow.log_artifact(str(f), "metrics")
+        for artifact in ("report.html", "predictions.jsonl"):  # the evaluation report travels with the run
+            if (Path("metrics") / artifact).exists():
+                mlflow.log_artifact(str(Path("metrics") / artifact), "evaluation")
         if which == "merged":
             mlflow.log_artifacts(params.merge.out_dir, "model")
         elif which == "adapter":

@@ -14,6 +14,7 @@ def project(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"rouge_l": {"base": 0.1, "tuned": 0.3, "delta": 0.2}}))
+    (tmp_path / "metrics" / "report.html").write_text("<html>report</html>")
     (tmp_path / "metrics" / "merge.json").write_text(json.dumps({"max_abs_logit_diff": 1e-6, "passed": True}))
     (tmp_path / "models").mkdir()
     os.symlink(tiny_model_dir, tmp_path / "models" / "merged")
@@ -42,6 +43,7 @@ def test_register_versions_alias_and_idempotence(project):
     assert run.data.metrics["eval.rouge_l.delta"] == pytest.approx(0.2)
     files = {f.path for f in client.list_artifacts(mv.run_id, "model")}
     assert "model/config.json" in files and "model/model.safetensors" in files
+    assert "evaluation/report.html" in {f.path for f in client.list_artifacts(mv.run_id, "evaluation")}
 
 
 def test_long_system_prompt_is_an_artifact_and_hash(project):
