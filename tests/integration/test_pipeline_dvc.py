@@ -56,7 +56,7 @@ def test_registered_version_has_challenger_alias_and_lineage(project):
     mv = client.get_model_version_by_alias("domainft-finance", "challenger")
     lock = yaml.safe_load((proj / "dvc.lock").read_text())
     train_md5 = next(o["md5"] for o in lock["stages"]["split"]["outs"] if o["path"] == "data/splits")
-    assert client.getrun(mv.run_id).data.tags["dvc.splits.md5"] == train_md5
+    assert client.get_run(mv.run_id).data.tags["dvc.splits.md5"] == train_md5
 
 
 def test_second_repro_reruns_nothing(project):

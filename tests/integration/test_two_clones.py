@@ -78,7 +78,7 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     # lineage: from @champion to A's dvc.lock hash of the training split (and the bytes behind it)
     client = mlflow.MlflowClient(uri)
     champ = client.get_model_version_by_alias(NAME, "champion")
-    tags = client.getrun(champ.run_id).data.tags
+    tags = client.get_run(champ.run_id).data.tags
     train_md5 = _lock_md5(a, "train", "data/splits/train.jsonl")
     assert tags["dvc.train_split.md5"] == train_md5
     assert train_md5 == hashlib.md5((a / "data/splits/train.jsonl").read_bytes()).hexdigest()
@@ -113,7 +113,7 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     assert versions == [1, 2]
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
-    v2_tags = client.getrun(client.get_model_version(NAME, "2").run_id).data.tags
+    v2_tags = client.get_run(client.get_model_version(NAME, "2").run_id).data.tags
     assert v2_tags["dvc.raw.md5"] != tags["dvc.raw.md5"]
     assert v2_tags["dvc.base.md5"] == tags["dvc.base.md5"]
     assert v2_tags["dvc.train_split.md5"] == _lock_md5(b, "train", "data/splits/train.jsonl") != train_md5
