@@ -63,9 +63,12 @@ def test_every_preset_validates_and_is_sized_for_a_2_core_cpu(name):
     assert sc.description and sc.data
     p = scenario_params(name)
     assert p.domain.system_prompt != Params().domain.system_prompt and p.domain.name.startswith(name.split("-")[0])
-    assert p.train.max_steps > 0 or p.train.epochs <= 4
-    steps = p.train.max_steps if p.train.max_steps > 0 else 60  # finance: ~95 pairs x 4 epochs / 8
-    assert steps * p.train.batch_size <= 1200
+    # measured: LoRA on SmolLM2-135M trains ~35 tokens/s on this 2-core CPU (bench/RESULTS.md), so
+    # a preset may train on at most ~400 samples (finance: 3 epochs of its ~95 short pairs)
+    if p.train.max_steps > 0:
+        assert p.train.max_steps * p.train.batch_size * p.train.grad_accum <= 400
+    else:
+        assert name == "finance" and p.train.epochs <= 3
     assert 0 <= p.evaluate.max_samples <= 60 and p.evaluate.max_new_tokens <= 160
     # every key of the preset survived validation unchanged (nothing silently dropped)
     flat = p.model_dump(mode="json")
