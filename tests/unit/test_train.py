@@ -53,8 +53,6 @@ def _params(tmp_path, **kw):
 
 
 def test_every_trainable_parameter_changes_and_files_written(tiny_model_dir, tmp_path):
-    from peft import LoraConfig  # noqa: F401  (peft present)
-
     train = _write(tmp_path / "train.jsonl", _records(16))
     m = train_adapter(str(tiny_model_dir), train, None, _params(tmp_path), plots_csv=str(tmp_path / "loss.csv"))
     assert m["steps"] == 4 and m["train_samples"] == 16 and m["rejected_total"] == 0
@@ -143,7 +141,6 @@ def test_padding_free_batches_do_not_attend_across_samples(tiny_model_dir, smoll
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    eot, _ = end_of_turn(smollm2_tokenizer)
     samples = prepare_samples(_records(3), smollm2_tokenizer, 512).samples
     batch = DataCollatorForLanguageModeling(pad_token_id=smollm2_tokenizer.pad_token_id, padding_free=True)(
         [{"input_ids": s.input_ids, "labels": s.labels} for s in samples])

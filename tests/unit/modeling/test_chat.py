@@ -2,7 +2,6 @@
 import copy
 
 import pytest
-import torch
 
 from domainft.modeling.chat import (
     CHATML_TEMPLATE, IGNORE_INDEX, ChatTemplateError, encode_prompt, end_of_turn,
