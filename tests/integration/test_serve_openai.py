@@ -324,3 +324,20 @@ def test_cli_serves_mlflow_alias(tiny_model_dir, tmp_path):
         out = proc.communicate(timeout=30)[0]
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal (exit status -15)
     assert proc.returncode in (0, -15) and "Application shutdown complete" in out, out[-2000:]
+
+
+def test_domainft_serve_as_the_judge_endpoint_runs_offline(server, tmp_path, monkeypatch):
+    """The judge path end to end against `domainft serve`: the tiny model's replies are not valid
+    verdicts, so every call is retried once, then counted as an error; nothing is scored."""
+    from domainft.config import JudgeParams
+    from domainft.evaluation.judge import judge_predictions
+
+    monkeypatch.setenv("DOMAINFT_JUDGE_API_KEY", "unused")
+    rows = [{"prompt": USER, "reference": "Freeze it in the app under Cards > Block.",
+             "base_answer": "Call us.", "tuned_answer": "Use Cards > Block in the app."}]
+    params = JudgeParams(enabled=True, base_url=f"{server}/v1", model=MODEL, max_retries=1, backoff_s=0,
+                         max_tokens=16, cache_path=str(tmp_path / "cache.jsonl"))
+    out = judge_predictions(rows, params)
+    assert out["judge.status"] == "failed" and out["judge.errors"] == 4
+    assert out["judge.calls"] == 8  # answered (HTTP 200) but unparseable: retried, not rejected as 4xx
+    assert not any(k.startswith(("judge.single.", "judge.pairwise.")) for k in out)
