@@ -9,8 +9,9 @@ The finance and legal projects' base is the tiny model with its chat template re
 (the legal preset's base) it has none, so the `base` stage must install ChatML and every later model
 folder (merged, the serving loader) must keep the same template and end-of-turn eos.
 
-Time on the shared 2-core machine (load ~3.5): customer service ~105 s, finance ~75 s, legal ~115 s
-(its ~850-token samples); legal is marked slow to keep the default run near 3 minutes.
+Time on the shared 2-core machine: customer service 95-115 s, finance 70-185 s (depending on the
+other jobs), legal ~115 s (its ~850-token samples); legal is marked slow to keep the default run
+near 3-4 minutes. Most of it is the seven `domainft <stage>` processes starting up.
 """
 from __future__ import annotations
 
