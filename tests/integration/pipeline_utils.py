@@ -40,3 +40,18 @@ def copy_repo(dst: Path) -> None:
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
                    capture_output=True)
+
+
+def tiny_project(dst: Path, tiny_model_dir: Path) -> Path:
+    """Copy the repository to ``dst`` with params shrunk for the tiny model (seconds per stage)."""
+    import yaml
+
+    dst.mkdir(parents=True, exist_ok=True)
+    copy_repo(dst)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["base"]["source"] = str(tiny_model_dir)
+    params["train"].update(max_steps=3, batch_size=4, save_steps=2)
+    params["merge"]["fidelity_prompts"] = 2
+    params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dst

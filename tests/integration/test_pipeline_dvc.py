@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from pipeline_utils import copy_repo, git, run
+from pipeline_utils import git, run, tiny_project
 
 pytestmark = pytest.mark.integration
 
@@ -17,14 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir):
     proj = tmp_path_factory.mktemp("pipeline") / "proj"
-    proj.mkdir()
-    copy_repo(proj)
-    params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["base"]["source"] = str(tiny_model_dir)
-    params["train"].update(max_steps=3, batch_size=4, save_steps=2)
-    params["merge"]["fidelity_prompts"] = 2
-    params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_project(proj, tiny_model_dir)
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
         git(proj, *args)
     out = run(["dvc", "repro"], proj)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_utils import copy_repo, git, run, venv_env
+from pipeline_utils import git, run, tiny_project, venv_env
 
 pytestmark = pytest.mark.integration
 NAME = "domainft-finance"
@@ -55,14 +55,7 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     env = venv_env(MLFLOW_TRACKING_URI=uri)
 
     # clone A: tiny params, full pipeline, promote, commit dvc.lock + metrics, push to the remote
-    a.mkdir()
-    copy_repo(a)
-    params = yaml.safe_load((a / "params.yaml").read_text())
-    params["base"]["source"] = str(tiny_model_dir)
-    params["train"].update(max_steps=3, batch_size=4, save_steps=2)
-    params["merge"]["fidelity_prompts"] = 2
-    params["evaluate"].update(max_samples=6, max_new_tokens=8, bootstrap_samples=200)
-    (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_project(a, tiny_model_dir)
     assert "remote = local" in (a / ".dvc" / "config").read_text()  # the committed default remote
     git(a, "init", "-q")
     git(a, "add", "-A")
