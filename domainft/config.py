@@ -164,6 +164,9 @@ class MergeParams(_Section):
     fidelity_prompts: int = Field(8, ge=1)
     max_abs_logit_diff: float = Field(1e-3, gt=0)
     min_greedy_agreement: float = Field(1.0, ge=0, le=1)
+    # QLoRA adapters only: merge onto the NF4 round trip of the base weights they were trained
+    # against ("dequantized") or onto the original weights ("original"); the gap is reported either way
+    qlora_base: Literal["dequantized", "original"] = "dequantized"
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -6,6 +6,11 @@ Fidelity: on N validation conversations, logits of base+adapter (in this process
 logits of the merged folder reloaded in a fresh Python process (so nothing cached in memory can
 hide a bad save); max / mean absolute difference and greedy (argmax) agreement are reported.
 
+QLoRA adapters (``quantization.json`` in the adapter folder, see :mod:`domainft.quantization`) were
+trained against the NF4 round trip of the base weights, not the weights themselves. ``qlora_base``
+chooses what the merge adds them to: ``dequantized`` (the weights they were trained against, the
+default) or ``original`` (the 16/32-bit base); both are measured and the gap between them is reported.
+
 Notation: N prompts, T tokens, V vocabulary size.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 from domainft.modeling.base import META_FILE, load_model
 from domainft.modeling.chat import generation_eos_ids, render
+from domainft.quantization import apply_round_trip, read_spec
 
 
 class MergeFidelityError(RuntimeError):
@@ -74,7 +80,7 @@ def tied_embeddings(model) -> bool:
 
 def merge_adapter(base_dir: str, adapter_dir: str, out_dir: str, records: list[dict],
                   n_prompts: int = 8, max_abs_logit_diff: float = 1e-3,
-                  min_greedy_agreement: float = 1.0) -> dict:
+                  min_greedy_agreement: float = 1.0, qlora_base: str = "dequantized") -> dict:
     """Merge ``adapter_dir`` into ``base_dir`` (fp32), save to ``out_dir``, check fidelity.
 
     Args:
@@ -83,9 +89,14 @@ def merge_adapter(base_dir: str, adapter_dir: str, out_dir: str, records: list[d
         max_abs_logit_diff: fail above this max |logit difference| (fp32 merge on CPU measures
             ~1e-5; the default 1e-3 leaves room for summation-order noise).
         min_greedy_agreement: fail below this fraction of positions whose argmax agrees.
+        qlora_base: for a QLoRA adapter only: ``"dequantized"`` merges onto dequant(quant(W)) as
+            bitsandbytes computed it during training, ``"original"`` onto W. The fidelity
+            reference is base+adapter on the chosen weights.
 
     Returns:
-        Metrics: the three fidelity figures, positions compared, tie and eos facts, ``passed``.
+        Metrics: the three fidelity figures, positions compared, tie and eos facts, ``passed``;
+        for a QLoRA adapter also ``qlora_base``, ``quantized_modules`` and ``qlora_gap`` (the
+        fidelity figures of base+adapter on original vs on dequantized weights).
 
     Raises:
         MergeFidelityError: after writing the merged folder, when a threshold is crossed.
@@ -98,10 +109,25 @@ def merge_adapter(base_dir: str, adapter_dir: str, out_dir: str, records: list[d
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_src)
+    if qlora_base not in ("dequantized", "original"):
+        raise ValueError(f"qlora_base must be 'dequantized' or 'original', not {qlora_base!r}")
+    spec = read_spec(adapter_dir)
     peft_model = PeftModel.from_pretrained(base, adapter_dir)
     peft_model.eval()
     prompts = _prompt_ids(tok, records, n_prompts)
     ref = _logits(peft_model, prompts)
+    qlora = {}
+    if spec is not None:
+        ref_original = ref
+        qlora = {"qlora_base": qlora_base, "quantized_modules": apply_round_trip(peft_model, spec)}
+        ref = _logits(peft_model, prompts)
+        qlora["qlora_gap"] = compare_logits(ref, ref_original)
+        if qlora_base == "original":  # reload: the round trip overwrote the base weights in place
+            del peft_model, base
+            base, _ = load_model(base_dir, device="cpu", dtype=torch.float32)
+            peft_model = PeftModel.from_pretrained(base, adapter_dir)
+            peft_model.eval()
+            ref = ref_original
     merged = peft_model.merge_and_unload()
     eos = merged.generation_config.eos_token_id
     merged.generation_config.eos_token_id = generation_eos_ids(tok, eos if isinstance(eos, list) else [eos])
@@ -123,7 +149,7 @@ def merge_adapter(base_dir: str, adapter_dir: str, out_dir: str, records: list[d
         "tied_embeddings_merged": tied_embeddings(reloaded),
         "eos_token_ids": reloaded.generation_config.eos_token_id,
         "max_abs_logit_diff_threshold": max_abs_logit_diff,
-        "min_greedy_agreement_threshold": min_greedy_agreement,
+        "min_greedy_agreement_threshold": min_greedy_agreement, **qlora,
     })
     metrics["passed"] = (metrics["max_abs_logit_diff"] <= max_abs_logit_diff
                          and metrics["greedy_agreement"] >= min_greedy_agreement

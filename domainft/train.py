@@ -25,6 +25,7 @@ import torch
 from domainft.config import TrainParams
 from domainft.modeling.base import load_model, pick_device, pick_dtype
 from domainft.modeling.chat import TokenizedSample, end_of_turn, tokenize_conversation
+from domainft.quantization import describe_4bit, write_spec
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,13 @@ def _load_for_training(base_dir: str, params: TrainParams, device: str):
                                  bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb,
                                                      dtype=torch.bfloat16, use_safetensors=True)
+        quant_spec = describe_4bit(model)  # module names before peft wraps them
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        return model, AutoTokenizer.from_pretrained(base_dir)
+        return model, AutoTokenizer.from_pretrained(base_dir), quant_spec
     model, tok = load_model(base_dir, device=device, dtype=pick_dtype(params.precision, device))
     model.config.use_cache = False  # a KV cache would disable packed-sequence masking
     model.train()
-    return model, tok
+    return model, tok, None
 
 
 class _LossLog:
@@ -216,7 +218,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
 
     torch.manual_seed(seed)
     device = pick_device()
-    model, tok = _load_for_training(base_dir, params, device)
+    model, tok, quant_spec = _load_for_training(base_dir, params, device)
     last_only = params.loss_on == "last_assistant"
     train = prepare_samples(read_jsonl(train_path), tok, params.max_seq_length, params.overlong, last_only)
     if not train.samples:
@@ -271,6 +273,8 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         shutil.rmtree(tmp, ignore_errors=True)
         trainer.model.save_pretrained(tmp)
         _sort_target_modules(tmp / "adapter_config.json")
+        if quant_spec is not None:  # QLoRA: the merge needs the weights this adapter was trained against
+            write_spec(tmp, quant_spec)
         tok.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)

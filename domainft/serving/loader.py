@@ -9,7 +9,8 @@ Accepted ``--model`` values:
   shallowest folder holding ``config.json`` (or, for a logged adapter, ``adapter_config.json``) is
   loaded. The tracking/registry URI is ``MLFLOW_TRACKING_URI`` if set, else ``register.tracking_uri``.
 * with ``--adapter <folder>``, ``--model`` is the base; the LoRA adapter is applied with
-  ``peft.PeftModel`` and merged in memory (one set of weights at serving time, same outputs).
+  ``peft.PeftModel`` and merged in memory (one set of weights at serving time, same outputs); a
+  QLoRA adapter is merged onto the NF4 round trip of the base weights, like the merge stage's default.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from domainft.modeling.base import load_model
 from domainft.modeling.chat import generation_eos_ids
+from domainft.quantization import apply_round_trip, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,11 @@ def _load_adapter(base: Path, adapter: Path, device: str | None):
     model, tok = load_model(base, device=device)
     if (adapter / "tokenizer_config.json").exists():
         tok = AutoTokenizer.from_pretrained(adapter)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = PeftModel.from_pretrained(model, adapter)
+    spec = read_spec(adapter)
+    if spec is not None:  # a QLoRA adapter: serve it on the NF4 weights it was trained against, as merge does
+        apply_round_trip(model, spec)
+    model = model.merge_and_unload()
     model.eval()
     return model, tok
 

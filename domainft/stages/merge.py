@@ -15,7 +15,7 @@ def run(params: Params) -> dict:
     records = read_jsonl(val) if val.exists() else []
     records = records or read_jsonl("data/splits/train.jsonl")
     metrics = merge_adapter(params.base.out_dir, params.train.out_dir, m.out_dir, records,
-                            m.fidelity_prompts, m.max_abs_logit_diff, m.min_greedy_agreement)
+                            m.fidelity_prompts, m.max_abs_logit_diff, m.min_greedy_agreement, m.qlora_base)
     write_metrics("merge", metrics)
     if not metrics["passed"]:
         raise MergeFidelityError(f"merged model differs from base+adapter: {metrics}")

@@ -44,3 +44,58 @@ def test_merge_differs_from_base_so_the_check_can_fail(tiny_model_dir, adapter, 
     merged, _ = load_model(tmp_path / "merged", device="cpu")
     prompts = _prompt_ids(tok, RECS, 2)
     assert compare_logits(_logits(base, prompts), _logits(merged, prompts))["max_abs_logit_diff"] > 1e-3
+
+
+# ----------------------------------------------------------------------------- QLoRA adapters
+def _qlora_copy(adapter, tiny_model_dir, tmp_path):
+    """The trained adapter, marked as trained on the NF4 weights of every linear layer but lm_head."""
+    import shutil
+
+    import torch
+
+    from domainft.modeling.base import load_model
+    from domainft.quantization import write_spec
+
+    base, _ = load_model(tiny_model_dir, device="cpu")
+    names = sorted(n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head")
+    dst = tmp_path / "qlora_adapter"
+    shutil.copytree(adapter, dst)
+    write_spec(dst, {"method": "bitsandbytes-4bit", "quant_type": "nf4", "blocksize": 64, "double_quant": True,
+                     "dtype": "bfloat16", "quantized_modules": names})
+    return dst, names
+
+
+def test_qlora_adapter_is_merged_onto_the_nf4_weights_it_was_trained_against(tiny_model_dir, adapter, tmp_path):
+    from domainft.modeling.base import load_model
+    from domainft.quantization import read_spec, nf4_round_trip
+
+    qdir, names = _qlora_copy(adapter, tiny_model_dir, tmp_path)
+    assert len(names) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    on_nf4 = merge_adapter(str(tiny_model_dir), str(qdir), str(tmp_path / "m_nf4"), RECS, n_prompts=3)
+    on_orig = merge_adapter(str(tiny_model_dir), str(qdir), str(tmp_path / "m_orig"), RECS, n_prompts=3,
+                            qlora_base="original")
+    for m in (on_nf4, on_orig):  # each merge reproduces base+adapter on the weights it chose
+        assert m["passed"] and m["max_abs_logit_diff"] < 1e-4 and m["quantized_modules"] == 14
+    assert on_nf4["qlora_base"] == "dequantized" and on_orig["qlora_base"] == "original"
+    # the NF4 round trip moves the logits: the gap is measured, not zero
+    assert on_nf4["qlora_gap"]["max_abs_logit_diff"] > 1e-3
+    assert on_nf4["qlora_gap"] == on_orig["qlora_gap"]
+
+    base, _ = load_model(tiny_model_dir, device="cpu")
+    m_nf4, _ = load_model(tmp_path / "m_nf4", device="cpu")
+    m_orig, _ = load_model(tmp_path / "m_orig", device="cpu")
+    spec = read_spec(qdir)
+    name = "model.layers.1.self_attn.q_proj"
+    w = base.get_submodule(name).weight
+    delta = m_orig.get_submodule(name).weight - w  # the LoRA update B @ A * alpha / r
+    assert float(delta.abs().max()) > 1e-4
+    got = m_nf4.get_submodule(name).weight - nf4_round_trip(w, spec)
+    assert float((got - delta).abs().max()) < 1e-5
+    # modules outside the record (embeddings, tied lm_head, norms) are the base's, untouched
+    assert float((m_nf4.get_input_embeddings().weight - base.get_input_embeddings().weight).abs().max()) == 0.0
+    assert float((m_nf4.model.norm.weight - base.model.norm.weight).abs().max()) == 0.0
+
+
+def test_merge_rejects_an_unknown_qlora_base(tiny_model_dir, adapter, tmp_path):
+    with pytest.raises(ValueError, match="qlora_base"):
+        merge_adapter(str(tiny_model_dir), str(adapter), str(tmp_path / "m"), RECS, qlora_base="nf4")

@@ -64,6 +64,28 @@ def test_base_plus_adapter_equals_peft_model(tiny_model_dir, adapter_dir):
     assert (_logits(alone) - _logits(reference)).abs().max().item() < 1e-4
 
 
+def test_qlora_adapter_is_served_on_the_nf4_weights_the_merge_uses(tiny_model_dir, adapter_dir, tmp_path):
+    """base + QLoRA adapter at serving time == the merge stage's default (dequantized) merge."""
+    import shutil
+
+    from domainft.merge import merge_adapter
+    from domainft.quantization import write_spec
+
+    qdir = tmp_path / "qlora"
+    shutil.copytree(adapter_dir, qdir)
+    write_spec(qdir, {"method": "bitsandbytes-4bit", "quant_type": "nf4", "blocksize": 64, "double_quant": True,
+                      "dtype": "bfloat16", "quantized_modules": [f"model.layers.{i}.self_attn.{p}"
+                                                                 for i in (0, 1) for p in ("q_proj", "v_proj")]})
+    recs = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}]
+    m = merge_adapter(str(tiny_model_dir), str(qdir), str(tmp_path / "merged"), recs, n_prompts=1)
+    assert m["quantized_modules"] == 4 and m["qlora_gap"]["max_abs_logit_diff"] > 1e-4
+    served = load_for_serving(str(tiny_model_dir), adapter=str(qdir)).model
+    merged = load_for_serving(str(tmp_path / "merged")).model
+    plain = load_for_serving(str(tiny_model_dir), adapter=str(adapter_dir)).model
+    assert (_logits(served) - _logits(merged)).abs().max().item() < 1e-4
+    assert (_logits(served) - _logits(plain)).abs().max().item() > 1e-4
+
+
 def test_mlflow_alias_downloads_once_into_cache(tiny_model_dir, tmp_path, monkeypatch):
     import mlflow
 
