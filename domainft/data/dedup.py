@@ -1,16 +1,15 @@
-"""Exact and near-duplicate detection: vectorised one-permutation MinHash + banded LSH.
+"""Exact and near-duplicate detection: MinHash signatures (rensa) + banded LSH (numpy).
 
 Texts are compared on character n-grams (``prepare.dedup.ngram``, default 5) of their
 normalised form (NFKC, casefolded, whitespace collapsed), so Chinese needs no segmentation.
 
-Signatures use one-permutation hashing (Li, Owen & Zhang, "One Permutation Hashing", NIPS 2012)
-with rotation densification for empty bins (Shrivastava & Li, "Densifying One Permutation
-Hashing via Rotation", ICML 2014): each shingle is hashed once (polynomial rolling hash over code
-points, murmur3-style finaliser) into one of ``num_perm`` bins, keeping the minimum per bin. This is
-O(shingles) instead of the O(shingles x num_perm) of classic MinHash (datasketch.MinHash), which is
-what makes 10k records/s possible in numpy. The fraction of equal bins estimates Jaccard
-similarity like classic MinHash. Bands/rows come from datasketch's ``_optimal_param`` with false
-positive weight 0.1 (recall favoured: every candidate pair is verified on the full signature).
+Each n-gram is hashed to 64 bits in one vectorised numpy pass over the concatenated code points
+(polynomial rolling hash, murmur3-style finaliser); rensa's R-MinHash (https://github.com/beowolx/rensa,
+a Rust MinHash compatible in use with datasketch's) turns the flat hash buffer into (N, num_perm)
+signatures without a Python object per text. The fraction of equal signature entries estimates the
+Jaccard similarity of two n-gram sets (Broder 1997). Bands/rows come from datasketch's
+``_optimal_param`` with false positive weight 0.1 (recall favoured: every candidate pair is
+verified on the full signature). bench/data_bench.py compares this with plain datasketch.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 U64 = np.uint64
-_EMPTY = np.uint64(np.iinfo(np.uint64).max)
 _PRIME = U64(0x100000001B3)  # FNV-1 64-bit prime, used as the rolling-hash base
 BATCH = 20_000  # records per vectorised batch (bounds temporaries to ~100 MB)
 
@@ -35,8 +33,8 @@ def _mix(h: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _shingle_hashes(texts: list[str], n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes (S,) uint64, record index (S,) int64) of every char n-gram; texts shorter than n
-    are padded with NUL so each text yields at least one shingle."""
+    """(hashes (S,) uint64 of every char n-gram in text order, n-grams per text (N,) int64); texts
+    shorter than n are padded with NUL so each text yields at least one n-gram."""
     texts = [t if len(t) >= n else t.ljust(n, "\x00") for t in texts]
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(U64)
@@ -46,46 +44,37 @@ def _shingle_hashes(texts: list[str], n: int, seed: int) -> tuple[np.ndarray, np
         for j in range(1, n):
             h *= _PRIME
             h += cp[j:j + total]
-    counts = lengths - n + 1
     if n > 1:  # drop the n-1 windows at the end of each text, which run into the next text
         keep = np.ones(total, dtype=bool)
         ends = np.cumsum(lengths)[:-1]
         keep[(ends[:, None] - np.arange(1, n)).ravel()] = False
         h = h[keep]
-    rec = np.repeat(np.arange(len(texts)), counts)
-    return _mix(h, seed), rec
+    return _mix(h, seed), lengths - n + 1
 
 
 def signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
-    """One-permutation MinHash signatures with rotation densification.
+    """MinHash signatures of the character n-gram sets of ``texts``.
 
     Args:
         texts: N normalised texts.
-        num_perm: bins per signature (k).
+        num_perm: permutations per signature (k).
         ngram: character n-gram size.
+        seed: seeds both the n-gram hash and rensa's permutations; equal seeds give equal signatures.
 
     Returns:
-        (N, num_perm) uint32; equal bins estimate Jaccard similarity of the n-gram sets.
+        (N, num_perm) uint32; the fraction of equal columns of two rows estimates the Jaccard
+        similarity of their n-gram sets.
     """
+    from rensa import RMinHash
+
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    k = U64(num_perm)
-    cols = np.arange(num_perm)
     for b0 in range(0, len(texts), BATCH):
         chunk = texts[b0:b0 + BATCH]
-        h, rec = _shingle_hashes(chunk, ngram, seed)
-        sig = np.full(len(chunk) * num_perm, _EMPTY, dtype=U64)
-        bins = ((h & U64(0xFFFFFFFF)) * k) >> U64(32)  # multiply-shift range reduction to [0, k)
-        np.minimum.at(sig, rec * num_perm + bins.astype(np.int64), h >> U64(32))
-        sig = sig.reshape(len(chunk), num_perm)  # (B, k)
-        empty = sig == _EMPTY
-        if empty.any():  # rotation: take the next non-empty bin to the right (circular) + offset
-            idx = np.where(np.concatenate([~empty, ~empty], axis=1), np.arange(2 * num_perm), 4 * num_perm)
-            nxt = np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1][:, :num_perm]  # (B, k)
-            dist = (nxt - cols).astype(U64)
-            src = np.take_along_axis(sig, nxt % num_perm, axis=1)
-            sig = np.where(empty, src + (dist << U64(32)), sig)
-        with np.errstate(over="ignore"):  # fold the 64-bit bin values (and densified offsets) to 32 bits
-            out[b0:b0 + len(chunk)] = ((sig * U64(0x9E3779B97F4A7C15)) >> U64(32)).astype(np.uint32)
+        h, counts = _shingle_hashes(chunk, ngram, seed)
+        offsets = np.zeros(len(chunk) + 1, dtype=U64)
+        np.cumsum(counts, out=offsets[1:])
+        digests = RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, num_perm, seed)
+        out[b0:b0 + len(chunk)] = np.array(digests.to_rows(), dtype=np.uint32)
     return out
 
 
