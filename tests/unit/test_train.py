@@ -157,3 +157,52 @@ def test_padding_free_batches_do_not_attend_across_samples(tiny_model_dir, smoll
         leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=True).logits[0]
         n0 = len(samples[0].input_ids)
         assert float((leaky[n0:] - packed[n0:]).abs().max()) > 1e-2
+
+
+def test_cpu_fused_lm_head_scores_label_positions_only_with_the_plain_cross_entropy_loss(tiny_model_dir,
+                                                                                       smollm2_tokenizer):
+    """After score_label_positions_only, TRL's fused head on CPU gathers label positions (so the
+    vocabulary projection sees only them) and its loss equals cross-entropy over full logits."""
+    import torch.nn.functional as F
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from domainft.modeling.base import load_model
+    from domainft.modeling.chat import tokenize_conversation
+    from domainft.train import score_label_positions_only
+
+    model, tok = load_model(tiny_model_dir, device="cpu")
+    eot = end_of_turn(tok)[0]
+    ids, labels = [], []
+    for rec in _records(3):
+        s = tokenize_conversation(tok, rec["messages"], eot)
+        ids += s.input_ids
+        labels += s.labels
+    x, y = torch.tensor([ids]), torch.tensor([labels])
+    n_labels = int((y[:, 1:] != -100).sum())
+    with torch.no_grad():
+        logits = model(x).logits[0, :-1]
+        expected = F.cross_entropy(logits, y[0, 1:], ignore_index=-100)
+    score_label_positions_only()
+    score_label_positions_only()  # idempotent
+    assert trl_utils._use_triton(torch.device("cpu")) is True
+    seen = []
+    head = model.get_output_embeddings()
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    orig = trl_utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *a, **kw):
+        seen.append(hidden.shape[0])
+        return orig(hidden, *a, **kw)
+
+    trl_utils._ChunkedLogProbFunction.apply = spy
+    try:
+        with torch.no_grad():
+            out = model(x, labels=y, fused_lm_head=True)
+    finally:
+        trl_utils._ChunkedLogProbFunction.apply = orig
+    assert seen == [n_labels] and n_labels < len(ids) - 1  # only the labelled positions were projected
+    assert head is model.get_output_embeddings()
+    loss = -out.log_probs.sum() / out.label_mask.sum()
+    assert int(out.label_mask.sum()) == n_labels
+    assert abs(float(loss) - float(expected)) < 1e-4
