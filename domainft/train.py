@@ -319,4 +319,5 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
         "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
         "gradient_checkpointing": grad_ckpt, "resumed_from": resume,
+        "world_size": trainer.args.world_size,  # processes (DDP/FSDP ranks); global batch = world_size x batch
     }
