@@ -152,6 +152,10 @@ class TrainParams(_Section):
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     load_in_4bit: bool = False
+    # When the base stage installed the ChatML template (a base without one), train the embedding
+    # rows of <|im_start|>/<|im_end|> too (peft trainable_token_indices; tied to lm_head). LoRA alone
+    # cannot give a new token's row a logit: the end-of-turn token is then never generated.
+    train_template_tokens: bool = True
     save_steps: int = Field(50, ge=1)
     logging_steps: int = Field(1, ge=1)
     out_dir: str = "models/adapter"

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from domainft.config import TrainParams
-from domainft.modeling.base import load_model, pick_device, pick_dtype
-from domainft.modeling.chat import TokenizedSample, end_of_turn, tokenize_conversation
+from domainft.modeling.base import META_FILE, load_model, pick_device, pick_dtype
+from domainft.modeling.chat import CHATML_SPECIAL_TOKENS, TokenizedSample, end_of_turn, tokenize_conversation
 from domainft.quantization import describe_4bit, write_spec
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,44 @@ def _sort_target_modules(config_path: Path) -> None:
         config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def template_token_ids(base_dir: str | Path, tokenizer) -> list[int]:
+    """Ids of the ChatML tokens whose embedding rows must be trained, or [] when none.
+
+    Non-empty only when the base stage installed the ChatML template itself
+    (``chat_template_added`` in models/base/domainft_model.json): the base model then never saw
+    ``<|im_start|>``/``<|im_end|>`` (their rows are new, mean-initialised by
+    ``resize_token_embeddings``, or untrained), and LoRA on the attention/MLP projections cannot
+    make the end-of-turn token likely: on the legal scenario's Gemma-3-270M, after LoRA alone, P(end
+    of turn | a complete reference answer) stayed ~0, rank ~131k of 262k (bench/RESULTS.md).
+    """
+    meta = Path(base_dir) / META_FILE
+    if not meta.exists() or not json.loads(meta.read_text()).get("chat_template_added"):
+        return []
+    ids = tokenizer.convert_tokens_to_ids(list(CHATML_SPECIAL_TOKENS))
+    return sorted({int(i) for i in ids if i is not None and i != tokenizer.unk_token_id})
+
+
+def _full_logits_trainer(sft_trainer_cls):
+    """SFTTrainer whose loss goes through the model's own LM head (full logits).
+
+    TRL's fused LM head reads ``lm_head.weight`` directly; with peft's trainable tokens the head
+    is a ``TrainableTokensWrapper`` whose trained rows live in a delta that only its forward
+    applies, so the fused head would miss them (and fails on the wrapper's missing ``bias``).
+    transformers' ``Trainer.compute_loss`` calls the model with the labels instead: the same
+    shifted cross-entropy over label positions, normalised by ``num_items_in_batch``, at the cost
+    of materialising (tokens, vocabulary) logits. Used only when template tokens are trained.
+    """
+    from transformers import Trainer
+
+    class FullLogitsSFTTrainer(sft_trainer_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return FullLogitsSFTTrainer
+
+
 def score_label_positions_only() -> None:
     """Make TRL's fused LM head score only the positions that carry a label, on CPU too.
 
@@ -276,9 +314,12 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         include_num_input_tokens_seen="non_padding", disable_tqdm=False,
         padding_free=params.padding_free,
     )
+    template_ids = template_token_ids(base_dir, tok) if params.train_template_tokens else []
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
-                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=to_ds(train),
+                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM",
+                      trainable_token_indices=template_ids or None)
+    trainer_cls = _full_logits_trainer(SFTTrainer) if template_ids else SFTTrainer
+    trainer = trainer_cls(model=model, args=cfg, train_dataset=to_ds(train),
                          eval_dataset=to_ds(val) if val.samples else None,
                          processing_class=tok, peft_config=lora)
     losslog = _LossLog(Path(plots_csv), mlflow_run)
@@ -319,5 +360,6 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
         "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
         "gradient_checkpointing": grad_ckpt, "resumed_from": resume,
+        "trained_token_ids": template_ids,
         "world_size": trainer.args.world_size,  # processes (DDP/FSDP ranks); global batch = world_size x batch
     }

@@ -99,3 +99,38 @@ def test_qlora_adapter_is_merged_onto_the_nf4_weights_it_was_trained_against(tin
 def test_merge_rejects_an_unknown_qlora_base(tiny_model_dir, adapter, tmp_path):
     with pytest.raises(ValueError, match="qlora_base"):
         merge_adapter(str(tiny_model_dir), str(adapter), str(tmp_path / "m"), RECS, qlora_base="nf4")
+
+
+def test_template_tokens_of_a_base_without_template_are_trained_and_merged(tiny_model_dir, tmp_path):
+    """A base whose ChatML template the base stage installed: the rows of <|im_start|> (1) and
+    <|im_end|> (2) are trained with the adapter, merged into the tied embedding, nothing else moves."""
+    import shutil
+
+    import torch
+
+    from domainft.modeling.base import META_FILE, load_model
+
+    base_dir = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base_dir)
+    (base_dir / META_FILE).write_text(json.dumps({"chat_template_added": True}))
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in RECS))
+    p = TrainParams(max_steps=5, batch_size=4, learning_rate=5e-3, out_dir=str(tmp_path / "adapter"),
+                    checkpoint_dir=str(tmp_path / "ckpt"))
+    t = train_adapter(str(base_dir), str(tmp_path / "train.jsonl"), None, p, plots_csv=str(tmp_path / "l.csv"))
+    assert t["trained_token_ids"] == [1, 2]
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["trainable_token_indices"] == [1, 2]
+    m = merge_adapter(str(base_dir), str(tmp_path / "adapter"), str(tmp_path / "merged"), RECS, n_prompts=3)
+    assert m["passed"] and m["tied_embeddings_merged"]
+    base, _ = load_model(base_dir, device="cpu")
+    merged, _ = load_model(tmp_path / "merged", device="cpu")
+    delta = (merged.get_input_embeddings().weight - base.get_input_embeddings().weight).abs().amax(dim=1)
+    assert float(delta[1]) > 1e-3 and float(delta[2]) > 1e-3
+    assert float(torch.cat([delta[:1], delta[3:]]).max()) == 0.0
+    assert torch.equal(merged.lm_head.weight, merged.get_input_embeddings().weight)
+
+    (base_dir / META_FILE).write_text(json.dumps({"chat_template_added": False}))  # a base with its own template
+    p2 = p.model_copy(update={"out_dir": str(tmp_path / "adapter2"), "checkpoint_dir": str(tmp_path / "ck2")})
+    t2 = train_adapter(str(base_dir), str(tmp_path / "train.jsonl"), None, p2, plots_csv=str(tmp_path / "l2.csv"))
+    assert t2["trained_token_ids"] == []
+    assert json.loads((tmp_path / "adapter2" / "adapter_config.json").read_text())["trainable_token_indices"] is None
