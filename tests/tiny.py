@@ -34,3 +34,16 @@ def make_tiny_model(out: Path, seed: int = 0, layers: int = 2, hidden: int = 64)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def strip_chat_template(src: Path, dst: Path) -> Path:
+    """Copy model folder ``src`` to ``dst`` without its chat template (a pretrained base, as Gemma-3-270M is)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    (dst / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((dst / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return dst

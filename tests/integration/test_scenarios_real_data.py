@@ -16,12 +16,12 @@ near 3-4 minutes. Most of it is the seven `domainft <stage>` processes starting 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from pipeline_utils import VENV_BIN, run, venv_env
+from tiny import strip_chat_template
 
 pytestmark = pytest.mark.integration
 STAGES = ("prepare", "split", "base", "train", "merge", "evaluate", "register")
@@ -87,13 +87,7 @@ def test_customer_service_bank_faq_whole_pipeline(real_data_dir, tmp_path, tiny_
 @pytest.fixture(scope="module")
 def bare_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model without a chat template (a pretrained base, as Gemma-3-270M is)."""
-    bare = tmp_path_factory.mktemp("bare") / "model"
-    shutil.copytree(tiny_model_dir, bare)
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((bare / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return bare
+    return strip_chat_template(tiny_model_dir, tmp_path_factory.mktemp("bare") / "model")
 
 
 def check_chatml_everywhere(proj: Path) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from tiny import strip_chat_template
 
 from domainft.cli import cli
 from domainft.config import Params, ParamsError, load_params
@@ -268,19 +268,12 @@ def test_resolve_source_package_without_gguf_or_assemble(tmp_path, monkeypatch):
         resolve_source("gguf:not_installed_pkg")
 
 
-def _strip_template(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    (dst / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((dst / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
-    return dst
 
 
 def test_base_without_chat_template_gets_chatml_and_end_of_turn_eos(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer, GenerationConfig
 
-    bare = _strip_template(tiny_model_dir, tmp_path / "bare")
+    bare = strip_chat_template(tiny_model_dir, tmp_path / "bare")
     assert not AutoTokenizer.from_pretrained(bare).chat_template
     info = materialize_base(str(bare), tmp_path / "base")
     tok = AutoTokenizer.from_pretrained(tmp_path / "base")
