@@ -8,6 +8,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from tiny import strip_chat_template
@@ -330,8 +331,14 @@ def test_tiny_gemma3_with_the_real_gemma_tokenizer_gets_chatml_with_bos(gemma_so
                            bos_token_id=2, eos_token_id=1, pad_token_id=0)
     Gemma3ForCausalLM(cfg).save_pretrained(tmp_path / "bare")
     tok.save_pretrained(tmp_path / "bare")
+    bare_emb = Gemma3ForCausalLM.from_pretrained(tmp_path / "bare").get_input_embeddings().weight.detach()
     info = materialize_base(str(tmp_path / "bare"), tmp_path / "base")
     tok = AutoTokenizer.from_pretrained(tmp_path / "base")
+    emb = Gemma3ForCausalLM.from_pretrained(tmp_path / "base").get_input_embeddings().weight.detach()
+    # <|im_end|>'s row starts as a copy of <eos> (id 1), <|im_start|>'s as the mean; old rows untouched
+    assert torch.equal(emb[262145], bare_emb[1])
+    assert torch.allclose(emb[262144], bare_emb.mean(0), atol=1e-3 * float(bare_emb.abs().max()))
+    assert torch.equal(emb[:262144], bare_emb)
     assert len(tok) == 262144 + 2 and json.loads((tmp_path / "base/config.json").read_text())["vocab_size"] == 262146
     assert tok.chat_template == "{{ bos_token }}" + CHATML_TEMPLATE
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
@@ -361,6 +368,15 @@ def test_gemma3_270m_materializes_and_bos_matters(tmp_path):
         ("What is the capital of France?", "The capital of France is Paris."),
         ("How many days are in a week?", "There are seven days in a week."),
     ]]
+    # <|im_end|> starts as a copy of <eos>: after a complete answer it scores exactly as <eos>, which
+    # the base ranks in its top 1000 here (a mean-initialised row ranked ~131k of 262k and never stopped)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    for conv in convs:
+        ids = encode_prompt(tok, conv[:1]) + tok(conv[1]["content"], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        assert logits[im_end] == logits[1]
+        assert int((logits > logits[im_end]).sum()) < 1000  # 103 and fewer measured (probe: median 6 on legal answers)
     with_bos = sum(n for n, _ in response_nll(model, tok, convs))
     tok.chat_template = CHATML_TEMPLATE
     without = sum(n for n, _ in response_nll(model, tok, convs))

@@ -5,7 +5,7 @@ import pytest
 
 from domainft.modeling.chat import (
     CHATML_TEMPLATE, IGNORE_INDEX, ChatTemplateError, encode_prompt, end_of_turn,
-    ensure_chat_template, generation_eos_ids, tokenize_conversation,
+    ensure_chat_template, generation_eos_ids, init_template_rows, tokenize_conversation,
 )
 
 LLAMA3_TEMPLATE = (
@@ -109,3 +109,22 @@ def test_base_model_without_template_gets_chatml(smollm2_tokenizer):
     assert 2 in generation_eos_ids(tok)
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert ensure_chat_template(tok, model) is False  # idempotent
+
+
+def test_added_end_of_turn_rows_copy_eos_rows_in_both_untied_matrices(smollm2_tokenizer):
+    """<|im_end|> takes eos's input and output rows; <|im_start|> (no donor) and every other row stay."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.eos_token = "<|endoftext|>"  # id 0, not <|im_end|>'s 2
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False))
+    inp, out = (model.get_input_embeddings().weight.detach().clone(), model.get_output_embeddings().weight.detach().clone())
+    assert not torch.equal(inp, out) and not torch.equal(inp[2], inp[0])
+    assert init_template_rows(tok, model, ["<|im_start|>", "<|im_end|>"]) == {"<|im_end|>": "<|endoftext|>"}
+    new_inp, new_out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert torch.equal(new_inp[2], inp[0]) and torch.equal(new_out[2], out[0])
+    changed = ((new_inp != inp).any(1) | (new_out != out).any(1)).nonzero().flatten().tolist()
+    assert changed == [2]
