@@ -101,15 +101,17 @@ def char_repetition_ratio(text: str, rep_len: int = 10, above: float | None = No
     With ``above``, returns 0.0 early when the ratio provably cannot exceed it: the counted grams
     occur at least twice, so ratio > r needs at least r/2 of all positions to be repeats.
     """
-    grams = [text[i:i + rep_len] for i in range(len(text) - rep_len + 1)]
-    if not grams:
+    total = len(text) - rep_len + 1
+    if total <= 0:
         return 0.0
-    distinct = set(grams)
-    if len(distinct) == len(grams) or (above is not None and len(grams) - len(distinct) < above / 2 * len(grams)):
+    grams = map(text.__getitem__, map(slice, range(total), range(rep_len, total + rep_len)))
+    distinct = len(set(grams))  # counted without a list: the common case stops here
+    if distinct == total or (above is not None and total - distinct < above / 2 * total):
         return 0.0
+    grams = map(text.__getitem__, map(slice, range(total), range(rep_len, total + rep_len)))
     freq = sorted(Counter(grams).values(), reverse=True)
     n_rep = min(int(len(freq) ** 0.5), len(freq) - sum(1 for f in freq if f == 1))
-    return sum(freq[:n_rep]) / len(grams)
+    return sum(freq[:n_rep]) / total
 
 
 def word_repetition_ratio(text: str, rep_len: int = 10, above: float | None = None) -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,16 +157,14 @@ def with_system(messages: list[dict[str, str]], system_prompt: str) -> list[dict
     return [{"role": "system", "content": system_prompt}, *messages]
 
 
-_WS = re.compile(r"\s+")
-
-
 def content_key(messages: list[dict[str, str]], roles: tuple[str, ...] = ("user", "assistant")) -> str:
     """Normalised text of the turns with ``roles``: NFKC, casefolded, whitespace collapsed.
 
     Used for ids, exact deduplication and the split leakage check; system turns are excluded by
     default so that changing ``domain.system_prompt`` changes no id.
     """
-    parts = [f"{m['role']}\x00{_WS.sub(' ', m['content']).strip()}" for m in messages if m["role"] in roles]
+    # " ".join(s.split()) equals re.sub(r"\s+", " ", s).strip(): both split on str.isspace(); faster
+    parts = [f"{m['role']}\x00{' '.join(m['content'].split())}" for m in messages if m["role"] in roles]
     return unicodedata.normalize("NFKC", "\x01".join(parts)).casefold()
 
 
