@@ -70,6 +70,12 @@ def list_raw_files(raw_dir: str | Path, exclude: list[str], include: list[str] =
 def prepare(params, system_prompt: str) -> PrepareResult:
     """Run ingest -> clean -> PII -> dedup over ``params.raw_dir``.
 
+    Files are read, cleaned and redacted independently (:func:`_read_file`); with
+    ``params.workers`` > 1 (``0`` = one per CPU core) and more than one file holding at least
+    :data:`PARALLEL_MIN_BYTES` in all, that happens in worker processes, largest file first. The
+    results are merged in file order, so the output is the same byte for byte as with one worker.
+    Deduplication then runs once over all files.
+
     Args:
         params: :class:`domainft.config.PrepareParams`.
         system_prompt: ``domain.system_prompt``, inserted when a record has no system turn.
@@ -82,59 +88,115 @@ def prepare(params, system_prompt: str) -> PrepareResult:
         PrepareError: ``on_error: fail`` and a malformed record.
     """
     t0 = time.perf_counter()
-    stats, redactor = CleanStats(), Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
+    paths = list_raw_files(params.raw_dir, params.exclude, params.include)
+    workers = _workers(params.workers, paths)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        order = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)  # largest first
+        with ProcessPoolExecutor(workers) as pool:  # the platform's default start method (fork on Linux)
+            futures = {i: pool.submit(_read_file, paths[i], params, system_prompt) for i in order}
+            parts = [futures[i].result() for i in range(len(paths))]
+    else:
+        parts = [_read_file(p, params, system_prompt) for p in paths]
+    stats, pii_counts, pii_modified = CleanStats(), Counter(), 0
     files: dict[str, dict[str, Any]] = {}
     rejects: list[Reject] = []
     cands: list[_Candidate] = []
-    pii_modified = 0
-
-    def reject(fm, item_file, line, kind, reason, detail, raw, schema):
-        if kind == "malformed" and params.on_error == "fail":
-            raise PrepareError(f"{item_file}:{line}: {reason}: {detail}")
-        rejects.append(Reject(item_file, line, kind, reason, detail, raw, schema))
-        fm["rejected"] += 1
-        fm["rejected_by_reason"][reason] += 1
-
-    for path in list_raw_files(params.raw_dir, params.exclude, params.include):
-        rel = f"{params.raw_dir.rstrip('/')}/{path.relative_to(params.raw_dir).as_posix()}"
-        fm = files[rel] = {"schema": None, "read": 0, "kept": 0, "rejected": 0, "rejected_by_reason": Counter()}
-        try:
-            items = iter_file(path, rel, schema=match_glob(rel, params.schema_overrides), columns=params.columns,
-                              encoding=match_glob(rel, params.encodings), group_field=params.group_field,
-                              repair_roles=params.repair_roles)
-            for item in items:
-                fm["read"] += 1
-                fm["schema"] = fm["schema"] or item.schema
-                if item.schema == "chatlog":
-                    grouped = isinstance(item.raw, dict) and isinstance(item.raw.get("rows"), list)
-                    fm["rows"] = fm.get("rows", 0) + (len(item.raw["rows"]) if grouped else 1)
-                if item.error is not None:
-                    reject(fm, rel, item.line, item.error.kind, item.error.reason, item.error.detail, item.raw, item.schema)
-                    continue
-                try:
-                    messages = clean(item.draft, params.clean, stats, params.repair_roles)
-                except RecordError as err:
-                    reject(fm, rel, item.line, err.kind, err.reason, err.detail, item.raw, item.schema)
-                    continue
-                if redactor is not None:
-                    messages, changed = redactor.redact_messages(messages)
-                    pii_modified += changed
-                meta = dict(item.draft.meta)
-                if item.draft.repairs:
-                    meta["repairs"] = item.draft.repairs
-                cands.append(_Candidate(rel, item.line, item.schema, item.raw, with_system(messages, system_prompt),
-                                        item.draft.group, meta))
-        except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
-            fm["read"] += 1
-            reject(fm, rel, 0, err.kind, err.reason, err.detail, None, None)
+    for part in parts:
+        files[part.rel] = part.fm
+        rejects += part.rejects
+        cands += part.cands
+        stats.modified.update(part.stats.modified)
+        stats.removed.update(part.stats.removed)
+        pii_counts.update(part.pii_counts)
+        pii_modified += part.pii_modified
 
     keep, pairs, dd = _dedup(cands, params.dedup, rejects, files)
     records = _build(keep, pairs, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
     rejects.sort(key=lambda r: (r.file, r.line))
-    metrics = _metrics(files, stats, redactor, pii_modified, dd, records, rejects, time.perf_counter() - t0)
+    pii = pii_counts if params.pii.enabled else None
+    metrics = _metrics(files, stats, pii, pii_modified, dd, records, rejects, time.perf_counter() - t0)
+    metrics["workers"] = workers
     return PrepareResult(records, rejects, metrics)
+
+
+# Below this much raw data in all, worker processes and pickling the results back cost more than they save.
+PARALLEL_MIN_BYTES = 8 * 2**20
+
+
+def _workers(setting: int, paths: list[Path]) -> int:
+    """Processes for :func:`prepare`: 1 for one file or under PARALLEL_MIN_BYTES, else at most
+    ``setting`` (0 = ``os.cpu_count()``) and at most one per file."""
+    import os
+
+    if setting == 1 or len(paths) < 2 or sum(p.stat().st_size for p in paths) < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(setting or os.cpu_count() or 1, len(paths)))
+
+
+@dataclass
+class _FilePart:
+    """What one raw file contributed: its metrics entry, rejects, candidates and operator counts."""
+
+    rel: str
+    fm: dict[str, Any]
+    rejects: list[Reject]
+    cands: list[_Candidate]
+    stats: CleanStats
+    pii_counts: Counter
+    pii_modified: int
+
+
+def _read_file(path: Path, params, system_prompt: str) -> _FilePart:
+    """Ingest, clean and redact one raw file (runs in a worker process when prepare uses several)."""
+    rel = f"{params.raw_dir.rstrip('/')}/{path.relative_to(params.raw_dir).as_posix()}"
+    part = _FilePart(rel, {"schema": None, "read": 0, "kept": 0, "rejected": 0, "rejected_by_reason": Counter()},
+                     [], [], CleanStats(), Counter(), 0)
+    fm, stats = part.fm, part.stats
+    redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
+
+    def reject(line, kind, reason, detail, raw, schema):
+        if kind == "malformed" and params.on_error == "fail":
+            raise PrepareError(f"{rel}:{line}: {reason}: {detail}")
+        part.rejects.append(Reject(rel, line, kind, reason, detail, raw, schema))
+        fm["rejected"] += 1
+        fm["rejected_by_reason"][reason] += 1
+
+    try:
+        items = iter_file(path, rel, schema=match_glob(rel, params.schema_overrides), columns=params.columns,
+                          encoding=match_glob(rel, params.encodings), group_field=params.group_field,
+                          repair_roles=params.repair_roles)
+        for item in items:
+            fm["read"] += 1
+            fm["schema"] = fm["schema"] or item.schema
+            if item.schema == "chatlog":
+                grouped = isinstance(item.raw, dict) and isinstance(item.raw.get("rows"), list)
+                fm["rows"] = fm.get("rows", 0) + (len(item.raw["rows"]) if grouped else 1)
+            if item.error is not None:
+                reject(item.line, item.error.kind, item.error.reason, item.error.detail, item.raw, item.schema)
+                continue
+            try:
+                messages = clean(item.draft, params.clean, stats, params.repair_roles)
+            except RecordError as err:
+                reject(item.line, err.kind, err.reason, err.detail, item.raw, item.schema)
+                continue
+            if redactor is not None:
+                messages, changed = redactor.redact_messages(messages)
+                part.pii_modified += changed
+            meta = dict(item.draft.meta)
+            if item.draft.repairs:
+                meta["repairs"] = item.draft.repairs
+            part.cands.append(_Candidate(rel, item.line, item.schema, item.raw, with_system(messages, system_prompt),
+                                         item.draft.group, meta))
+    except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
+        fm["read"] += 1
+        reject(0, err.kind, err.reason, err.detail, None, None)
+    if redactor is not None:
+        part.pii_counts = redactor.counts
+    return part
 
 
 def _dedup(cands: list[_Candidate], cfg, rejects: list[Reject], files) -> tuple[list[_Candidate], list, dict]:
@@ -190,7 +252,7 @@ def _build(cands: list[_Candidate], pairs: list, cfg) -> list[Record]:
     return records
 
 
-def _metrics(files, stats, redactor, pii_modified, dd, records, rejects, seconds) -> dict[str, Any]:
+def _metrics(files, stats, pii_counts, pii_modified, dd, records, rejects, seconds) -> dict[str, Any]:
     for fm in files.values():
         fm["rejected_by_reason"] = dict(sorted(fm["rejected_by_reason"].items()))
         fm["accounted"] = fm["read"] == fm["kept"] + fm["rejected"]
@@ -207,7 +269,7 @@ def _metrics(files, stats, redactor, pii_modified, dd, records, rejects, seconds
                    "rejected_by_kind": dict(sorted(Counter(r.kind for r in rejects).items())),
                    "rejected_by_reason": dict(sorted(Counter(r.reason for r in rejects).items()))},
         "operators": ops,
-        "pii": dict(sorted((redactor.counts if redactor else Counter()).items())),
+        "pii": dict(sorted((pii_counts or Counter()).items())),
         "dedup": {**dd, "clusters": len(sizes), "multi_record_clusters": sum(1 for n in sizes.values() if n > 1),
                   "records_in_multi_record_clusters": sum(n for n in sizes.values() if n > 1)},
         "schemas": dict(sorted(Counter(r.source["schema"] for r in records).items())),

@@ -107,3 +107,42 @@ def test_stages_write_outputs_and_metrics(messy_raw, monkeypatch):
     sizes = {n: len(read_records(root / f"data/splits/{n}.jsonl")) for n in ("train", "val", "test")}
     assert sizes == s["sizes"] and sum(sizes.values()) == 23
     assert s["leakage"]["total"] == 0
+
+
+def test_worker_processes_give_the_same_output_as_one(messy_raw, monkeypatch):
+    """Files read in 2 worker processes: identical records, rejects (with lines) and counts."""
+    import domainft.data.prepare as prep
+
+    raw, _ = messy_raw
+    p1 = _params(raw, workers=1, pii={"enabled": True, "names": ["Alice Wong"]})
+    one = prepare(p1.prepare, p1.domain.system_prompt)
+    monkeypatch.setattr(prep, "PARALLEL_MIN_BYTES", 0)
+    p2 = _params(raw, workers=2, pii={"enabled": True, "names": ["Alice Wong"]})
+    two = prepare(p2.prepare, p2.domain.system_prompt)
+    assert (one.metrics["workers"], two.metrics["workers"]) == (1, 2)
+    assert [r.to_json() for r in two.records] == [r.to_json() for r in one.records] and len(one.records) == 23
+    assert [r.to_json() for r in two.rejects] == [r.to_json() for r in one.rejects] and len(one.rejects) == 10
+    drop = ("seconds", "records_per_s", "workers")
+    assert {k: v for k, v in two.metrics.items() if k not in drop} == {k: v for k, v in one.metrics.items() if k not in drop}
+
+
+def test_worker_processes_report_a_malformed_record_with_on_error_fail(messy_raw, monkeypatch):
+    import domainft.data.prepare as prep
+
+    raw, _ = messy_raw
+    monkeypatch.setattr(prep, "PARALLEL_MIN_BYTES", 0)
+    p = _params(raw, on_error="fail", workers=2)
+    with pytest.raises(PrepareError, match=r"a_alpaca\.jsonl:11: invalid_json"):
+        prepare(p.prepare, p.domain.system_prompt)
+
+
+def test_workers_stay_one_for_small_or_single_file_input(tmp_path):
+    from domainft.data.prepare import PARALLEL_MIN_BYTES, _workers
+
+    small = [tmp_path / "a", tmp_path / "b"]
+    for f in small:
+        f.write_text("x")
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * PARALLEL_MIN_BYTES)
+    assert _workers(0, small) == 1 and _workers(4, [big]) == 1
+    assert _workers(4, [big, small[0]]) == 2 and _workers(1, [big, small[0]]) == 1
