@@ -8,7 +8,8 @@ FAQ CSV 20%, chat log CSV 15% with 2-4 turns per session), 10% Chinese, 5% near 
 earlier record with one word changed), 1% placeholder inputs, 0.2% malformed JSON lines, a few
 emails/phone numbers. It runs the real stages (``domainft.stages.prepare.run`` and
 ``domainft.stages.split.run``, outputs written) in a temporary folder and reports end-to-end
-records/s and peak RSS. The baseline is plain datasketch: ``MinHash(num_perm=128)`` updated with
+records/s, CPU seconds (workers included) and peak RSS (the main process, and the largest worker
+process when prepare reads files in parallel; both can be resident at once). The baseline is plain datasketch: ``MinHash(num_perm=128)`` updated with
 every character 5-gram of the same normalised texts plus ``MinHashLSH(threshold=0.8)`` insert and
 query, timed on ``--baseline`` records and reported in records/s; the ratio compares the whole
 prepare+split pipeline (and its MinHash part alone) with that baseline.
@@ -126,10 +127,17 @@ def baseline_datasketch(texts: list[str], ngram: int = 5, num_perm: int = 128, t
     return len(texts) / (time.perf_counter() - t0)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (prepare's workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--baseline", type=int, default=10_000, help="records timed for the datasketch baseline")
+    ap.add_argument("--workers", type=int, default=0, help="prepare.workers (0 = one per CPU core, 1 = serial)")
     args = ap.parse_args()
 
     from domainft.config import parse_params
@@ -146,13 +154,14 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in (root / "data" / "raw").iterdir()) / 2**20
         os.chdir(root)
-        params = parse_params({})
-        t0, c0 = time.perf_counter(), time.process_time()
+        params = parse_params({"prepare": {"workers": args.workers}})
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         pm = prepare_stage.run(params)
         t1 = time.perf_counter()
         sm = split_stage.run(params)
-        t2, c2 = time.perf_counter(), time.process_time()
+        t2, c2 = time.perf_counter(), _cpu_seconds()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        worker_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         records = read_records("data/processed/records.jsonl")
         texts = [content_key(r.messages) for r in records]
         t3 = time.perf_counter()
@@ -167,7 +176,9 @@ def main() -> None:
         "prepare_s": round(t1 - t0, 2), "split_s": round(t2 - t1, 2), "records_per_s": round(e2e),
         "cpu_s": round(c2 - c0, 2), "records_per_cpu_s": round(read / (c2 - c0)),
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "peak_rss_mib": round(peak_mib), "kept": pm["totals"]["kept"],
+        "peak_rss_mib": round(peak_mib), "workers": pm.get("workers", 1),
+        "largest_worker_peak_rss_mib": round(worker_peak_mib),
+        "kept": pm["totals"]["kept"],
         "rejected_by_reason": pm["totals"]["rejected_by_reason"], "split_sizes": sm["sizes"],
         "leakage_total": sm["leakage"]["total"],
         "ours_minhash_lsh_records_per_s": round(ours_mh), "datasketch_records_per_s": round(base),

@@ -127,7 +127,9 @@ class BaseModelParams(_Section):
 class LoraParams(_Section):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    # 0 as in LLaMA-Factory's and Unsloth's defaults: peft then skips the dropout on every adapted
+    # projection's input: 1.29x tokens/s on CPU at equal loss (bench/RESULTS.md, Training)
+    dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
     ]

@@ -193,10 +193,11 @@ def template_token_ids(base_dir: str | Path, tokenizer) -> list[int]:
 
     Non-empty only when the base stage installed the ChatML template itself
     (``chat_template_added`` in models/base/domainft_model.json): the base model then never saw
-    ``<|im_start|>``/``<|im_end|>`` (their rows are new, mean-initialised by
-    ``resize_token_embeddings``, or untrained), and LoRA on the attention/MLP projections cannot
-    make the end-of-turn token likely: on the legal scenario's Gemma-3-270M, after LoRA alone, P(end
-    of turn | a complete reference answer) stayed ~0, rank ~131k of 262k (bench/RESULTS.md).
+    ``<|im_start|>``/``<|im_end|>`` (their rows are new: ``<|im_end|>`` copied from ``<eos>`` by
+    :func:`domainft.modeling.chat.init_template_rows`, ``<|im_start|>`` the mean row), and LoRA on the
+    attention/MLP projections cannot move them: on the legal scenario's Gemma-3-270M with mean rows,
+    after LoRA alone, P(end of turn | a complete reference answer) stayed ~0, rank ~131k of 262k; with
+    the copied row and these rows trained it is 0.15-0.71, rank 0-1 (bench/RESULTS.md).
     """
     meta = Path(base_dir) / META_FILE
     if not meta.exists() or not json.loads(meta.read_text()).get("chat_template_added"):

@@ -140,7 +140,8 @@ def init_template_rows(tokenizer, model, tokens: list[str]) -> dict[str, str]:
     out = out_emb.weight if out_emb is not None else None
     with torch.no_grad():
         for tok in tokens:
-            donor = getattr(tokenizer, TEMPLATE_ROW_DONORS.get(tok, ""), None)
+            attr = TEMPLATE_ROW_DONORS.get(tok)
+            donor = getattr(tokenizer, attr) if attr else None
             if donor is None:
                 continue
             new_id, donor_id = tokenizer.convert_tokens_to_ids([tok, donor])
