@@ -15,6 +15,7 @@ import logging
 import click
 
 from domainft.config import ParamsError, load_params
+from domainft.errors import DomainftError
 
 STAGES = ["prepare", "split", "base", "train", "merge", "evaluate", "register"]
 
@@ -36,7 +37,10 @@ def _stage_command(name: str) -> click.Command:
         except ParamsError as err:
             raise click.ClickException(str(err)) from None
         module = importlib.import_module(f"domainft.stages.{name}")
-        result = module.run(params)
+        try:
+            result = module.run(params)
+        except DomainftError as err:  # bad data, params or model: the message says what to fix
+            raise click.ClickException(str(err)) from None
         click.echo(json.dumps(result, indent=2, default=str))
 
     return command

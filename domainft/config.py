@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ParamsError(ValueError):
@@ -83,7 +83,7 @@ class PrepareParams(_Section):
     columns: dict[Literal["messages", "conversations", "instruction", "input", "output", "system", "prompt",
                           "completion", "question", "answer", "session", "role", "text", "timestamp"], str] = {}
     # canonical field -> column/key of the file, e.g. {question: Question, answer: Answer}
-    encodings: dict[str, str] = {}  # glob -> encoding for non-UTF-8 files
+    encodings: dict[str, str] = {}  # glob (path under raw_dir or file name) -> encoding for non-UTF-8 files
     include: list[str] = ["*"]  # globs (path under raw_dir or file name) of the files read
     exclude: list[str] = [".*", "*.dvc", "*.md", "*.py", "README*"]  # globs under raw_dir not read
     group_field: str | None = None  # record field copied into `group` (e.g. company)
@@ -93,6 +93,19 @@ class PrepareParams(_Section):
     clean: CleanParams = CleanParams()
     pii: PiiParams = PiiParams()
     dedup: DedupParams = DedupParams()
+
+    @field_validator("encodings")
+    @classmethod
+    def _known_codecs(cls, value: dict[str, str]) -> dict[str, str]:
+        import codecs
+
+        for glob, name in value.items():
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ValueError(f"unknown encoding {name!r} for {glob!r} (Python codec names: gbk, "
+                                 "cp1252, shift_jis, ...)") from None
+        return value
 
 
 # ----------------------------------------------------------------------------- split

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
+from domainft.errors import DomainftError
 from domainft.modeling.base import META_FILE, load_model
 from domainft.modeling.chat import generation_eos_ids, render
 from domainft.quantization import apply_round_trip, read_spec
 
 
-class MergeFidelityError(RuntimeError):
+class MergeFidelityError(DomainftError, RuntimeError):
     """The merged model's logits differ from base+adapter beyond the configured threshold."""
 
 

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 
 import click
 
+from domainft.errors import DomainftError
 from domainft.config import Params, ParamsError, PromoteParams, load_params
 
 ROUGE_KEY = "eval.rouge_l.tuned"
@@ -46,7 +47,7 @@ LEAK_KEY = "split.leakage.total"
 TAG = "domainft.promote."
 
 
-class PromoteError(RuntimeError):
+class PromoteError(DomainftError, RuntimeError):
     """The registry has no such model or no ``challenger`` version to promote."""
 
 

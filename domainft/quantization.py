@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
+from domainft.errors import DomainftError
+
 QUANT_FILE = "quantization.json"
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(DomainftError, RuntimeError):
     """The adapter's quantization record is unusable, or bitsandbytes is missing."""
 
 

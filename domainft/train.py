@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from domainft.errors import DomainftError
 from domainft.config import TrainParams
 from domainft.modeling.base import META_FILE, load_model, pick_device, pick_dtype
 from domainft.modeling.chat import CHATML_SPECIAL_TOKENS, TokenizedSample, end_of_turn, tokenize_conversation
@@ -30,7 +31,7 @@ from domainft.quantization import describe_4bit, write_spec
 log = logging.getLogger(__name__)
 
 
-class TrainError(RuntimeError):
+class TrainError(DomainftError, RuntimeError):
     """Training cannot start (no usable samples, 4-bit asked for without CUDA, ...)."""
 
 

@@ -51,10 +51,13 @@ class EncodingProblem(RecordError):
         self.offset, self.line = offset, line
 
 
-def match_glob(rel: str, mapping: dict[str, Any]) -> Any:
-    """Value of the first glob in ``mapping`` matching ``rel`` (path under raw_dir) or its file name."""
+def match_glob(rel: str, mapping: dict[str, Any], under: str | None = None) -> Any:
+    """Value of the first glob in ``mapping`` matching the file's path under raw_dir (``under``,
+    e.g. ``legacy/x.csv``), its path as named in records (``rel``, e.g. ``data/raw/legacy/x.csv``)
+    or its file name."""
+    names = [n for n in (under, rel, Path(rel).name) if n]
     for pattern, value in mapping.items():
-        if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(Path(rel).name, pattern):
+        if any(fnmatch.fnmatch(n, pattern) for n in names):
             return value
     return None
 
@@ -208,6 +211,7 @@ def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[
     keys: list[str] = list(OrderedDict.fromkeys(k for _, o, e in buffered if e is None and isinstance(o, dict) for k in o))
     fields = resolve_fields(keys, columns or {})
     schema = schema or detect_schema(fields)
+    missing_columns = [c for c in (columns or {}).values() if c not in keys] if keys else []
 
     def all_items():
         yield from buffered
@@ -222,6 +226,9 @@ def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[
             item.error = problem
         elif err is not None:
             item.error = err
+        elif schema is None and missing_columns:
+            item.error = RecordError("missing_column", f"prepare.columns maps to {missing_columns}, not among "
+                                     f"the file's keys {keys[:12]}; fix the mapping or the header")
         elif schema is None:
             item.error = RecordError("unknown_schema", f"keys {sorted(keys)[:12]} match no schema; set prepare.columns or prepare.schema_overrides")
         else:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domainft.errors import DomainftError
 from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean
 from domainft.data.ingest import iter_file, match_glob
@@ -27,7 +28,7 @@ from domainft.data.pii import Redactor
 from domainft.data.records import Record, RecordError, Reject, content_key, record_id, with_system
 
 
-class PrepareError(RuntimeError):
+class PrepareError(DomainftError, RuntimeError):
     """``prepare.on_error: fail`` and a record was malformed (message names file, line, reason)."""
 
 
@@ -166,8 +167,9 @@ def _read_file(path: Path, params, system_prompt: str) -> _FilePart:
         fm["rejected_by_reason"][reason] += 1
 
     try:
-        items = iter_file(path, rel, schema=match_glob(rel, params.schema_overrides), columns=params.columns,
-                          encoding=match_glob(rel, params.encodings), group_field=params.group_field,
+        under = path.relative_to(params.raw_dir).as_posix()
+        items = iter_file(path, rel, schema=match_glob(rel, params.schema_overrides, under), columns=params.columns,
+                          encoding=match_glob(rel, params.encodings, under), group_field=params.group_field,
                           repair_roles=params.repair_roles)
         for item in items:
             fm["read"] += 1

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from domainft.errors import DomainftError
+
 log = logging.getLogger(__name__)
 
 PROMPT_VERSION = "2025-06-v1"
@@ -53,7 +55,7 @@ PAIR_SYSTEM = (
 )
 
 
-class JudgeError(RuntimeError):
+class JudgeError(DomainftError, RuntimeError):
     """A judge call failed for good (non-retryable status, or retries exhausted)."""
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from domainft.errors import DomainftError
 from domainft.evaluation.generate import generate_answers
 from domainft.evaluation.metrics import METRICS, TextScorer, compare, detect_language, response_nll
 
 log = logging.getLogger(__name__)
 
 
-class EvalDataError(ValueError):
+class EvalDataError(DomainftError, ValueError):
     """A test record is malformed (message names file, line and key)."""
 
 

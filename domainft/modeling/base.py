@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from domainft.errors import DomainftError
 from domainft.modeling.chat import end_of_turn, ensure_chat_template, generation_eos_ids
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 META_FILE = "domainft_model.json"
 
 
-class BaseModelError(ValueError):
+class BaseModelError(DomainftError, ValueError):
     """The base model source cannot be resolved."""
 
 

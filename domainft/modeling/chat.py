@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from domainft.errors import DomainftError
+
 # ChatML, as used by Qwen2.5 and SmolLM2, without a default system prompt.
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -25,7 +27,7 @@ CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>"]
 IGNORE_INDEX = -100
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(DomainftError, ValueError):
     """The tokenizer's chat template cannot be used for assistant-only loss."""
 
 

@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from domainft.errors import DomainftError
 from domainft.modeling.base import load_model
 from domainft.modeling.chat import generation_eos_ids
 from domainft.quantization import apply_round_trip, read_spec
@@ -32,7 +33,7 @@ URI_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:", "s3://", "gs://", "fi
 DONE_MARKER = ".domainft-complete"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(DomainftError, ValueError):
     """The model to serve cannot be found or loaded."""
 
 

@@ -34,4 +34,10 @@ def main_for(stage: str, argv: list[str] | None = None) -> None:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    importlib.import_module(f"domainft.stages.{stage}").run(params)
+    from domainft.errors import DomainftError
+
+    try:
+        importlib.import_module(f"domainft.stages.{stage}").run(params)
+    except DomainftError as err:  # bad data, params or model: one line, no traceback
+        print(f"error: {stage}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

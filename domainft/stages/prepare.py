@@ -8,15 +8,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from domainft.data.prepare import prepare, write_jsonl
-from domainft.stages import write_metrics
+from domainft.data.prepare import PrepareError, prepare, write_jsonl
+from domainft.stages import METRICS_DIR, write_metrics
 
 log = logging.getLogger(__name__)
 
 
 def run(params) -> dict:
-    result = prepare(params.prepare, params.domain.system_prompt)
+    """Write records, rejects and metrics; old outputs are removed first, so a failed run leaves none.
+
+    Raises:
+        PrepareError: ``on_error: fail`` and a malformed record, or no record was kept (the
+            outputs are written first, so rejects.jsonl says why).
+    """
     out = Path(params.prepare.out_dir)
+    for old in (out / "records.jsonl", out / "rejects.jsonl", METRICS_DIR / "prepare.json"):
+        old.unlink(missing_ok=True)
+    result = prepare(params.prepare, params.domain.system_prompt)
     write_jsonl(out / "records.jsonl", result.records)
     write_jsonl(out / "rejects.jsonl", result.rejects)
     m = result.metrics
@@ -24,4 +32,7 @@ def run(params) -> dict:
     t = m["totals"]
     log.info("prepare: read %d, kept %d, rejected %d %s (%.0f records/s)", t["read"], t["kept"], t["rejected"],
              t["rejected_by_reason"], m["records_per_s"] or 0)
+    if not result.records:
+        raise PrepareError(f"no record kept of {t['read']} read from {params.prepare.raw_dir} (files: {t['files']}); "
+                           f"rejected by reason {t['rejected_by_reason']}; see {out / 'rejects.jsonl'}")
     return m

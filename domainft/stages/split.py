@@ -11,15 +11,35 @@ from pathlib import Path
 
 from domainft.data.prepare import read_records, write_jsonl
 from domainft.data.split import assign, leakage
+from domainft.errors import DomainftError
 from domainft.stages import write_metrics
 
 log = logging.getLogger(__name__)
 
 
+class SplitError(DomainftError, RuntimeError):
+    """No records to split, or a split that training or evaluation needs came out empty."""
+
+
 def run(params) -> dict:
+    """Split, check leakage, write the three files and metrics/split.json.
+
+    Raises:
+        SplitError: records.jsonl missing, or train or test empty (val may be empty: logged).
+    """
     t0 = time.perf_counter()
-    records = read_records(Path(params.prepare.out_dir) / "records.jsonl")
+    src = Path(params.prepare.out_dir) / "records.jsonl"
+    if not src.exists():
+        raise SplitError(f"{src} not found; run the prepare stage first")
+    records = read_records(src)
     splits, metrics = assign(records, params.split)
+    empty = [name for name in ("train", "test") if not splits[name]]
+    if empty:
+        raise SplitError(f"{' and '.join(empty)} split empty with {len(records)} records from {src} "
+                         f"(sizes {metrics['sizes']}); add data or change split.test_fraction / val_fraction")
+    if not splits["val"] and params.split.val_fraction > 0:
+        log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
+                    len(records), params.split.val_fraction)
     d = params.prepare.dedup
     metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters)
     for name, rows in splits.items():

@@ -146,3 +146,76 @@ def test_workers_stay_one_for_small_or_single_file_input(tmp_path):
     big.write_bytes(b"x" * PARALLEL_MIN_BYTES)
     assert _workers(0, small) == 1 and _workers(4, [big]) == 1
     assert _workers(4, [big, small[0]]) == 2 and _workers(1, [big, small[0]]) == 1
+
+
+def _project(tmp_path, monkeypatch, files: dict[str, bytes], params: dict | None = None):
+    raw = tmp_path / "data" / "raw"
+    for name, data in files.items():
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(json.dumps(params or {}))
+    return tmp_path
+
+
+GBK_CSV = "question,answer\n如何开户？,请携带身份证到任一网点办理开户手续，工作人员会为您办理。\n".encode("gbk")
+
+
+def test_an_encoding_glob_matches_the_path_under_raw_dir(tmp_path, monkeypatch):
+    """`legacy/*.csv` (path under raw_dir, as params.yaml documents it) selects data/raw/legacy/x.csv."""
+    from domainft.stages import prepare as prepare_stage
+
+    _project(tmp_path, monkeypatch, {"legacy/x.csv": GBK_CSV})
+    m = prepare_stage.run(parse_params({"prepare": {"encodings": {"legacy/*.csv": "gbk"}}}))
+    assert (m["totals"]["kept"], m["totals"]["rejected"]) == (1, 0)
+    rec = read_records(tmp_path / "data/processed/records.jsonl")[0]
+    assert rec.messages[-2]["content"] == "如何开户？"
+
+
+def test_unknown_codec_is_a_params_error_naming_the_key():
+    from domainft.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"prepare\.encodings: .*unknown encoding 'gbkk' for '\*\.csv'"):
+        parse_params({"prepare": {"encodings": {"*.csv": "gbkk"}}})
+
+
+def test_a_mapped_column_missing_from_the_header_is_named(tmp_path, monkeypatch):
+    from domainft.stages import prepare as prepare_stage
+
+    _project(tmp_path, monkeypatch, {"faq.csv": b"Frage,Antwort\nWie?,So geht das ganz einfach und schnell.\n"})
+    p = parse_params({"prepare": {"columns": {"question": "Question", "answer": "Answer"}}})
+    with pytest.raises(PrepareError, match=r"no record kept of 1 read .*missing_column"):
+        prepare_stage.run(p)
+    rej = json.loads((tmp_path / "data/processed/rejects.jsonl").read_text())
+    assert (rej["reason"], rej["line"]) == ("missing_column", 2)
+    assert "['Question', 'Answer']" in rej["detail"] and "Frage" in rej["detail"]
+
+
+def test_cli_prints_one_error_line_and_removes_stale_outputs(tmp_path, monkeypatch):
+    """on_error: fail -> exit 1 with `Error: <file>:<line>: ...`, no traceback; last run's outputs gone."""
+    from click.testing import CliRunner
+
+    from domainft.cli import cli
+
+    good = json.dumps({"instruction": "How do I open an account?", "output": "Bring an ID card to any branch."})
+    _project(tmp_path, monkeypatch, {"a.jsonl": (good + "\n").encode()})
+    assert CliRunner().invoke(cli, ["prepare"]).exit_code == 0
+    assert (tmp_path / "data/processed/records.jsonl").exists()
+    (tmp_path / "data/raw/a.jsonl").write_text(good + "\n{broken\n")
+    (tmp_path / "params.yaml").write_text(json.dumps({"prepare": {"on_error": "fail"}}))
+    res = CliRunner().invoke(cli, ["prepare"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "Error: data/raw/a.jsonl:2: invalid_json" in res.output
+    assert not (tmp_path / "data/processed/records.jsonl").exists() and not (tmp_path / "metrics/prepare.json").exists()
+
+
+def test_split_refuses_an_empty_train_or_test_split(tmp_path, monkeypatch):
+    from domainft.stages import prepare as prepare_stage
+    from domainft.stages import split as split_stage
+
+    one = json.dumps({"instruction": "How do I open an account?", "output": "Bring an ID card to any branch."})
+    _project(tmp_path, monkeypatch, {"a.jsonl": (one + "\n").encode()})
+    p = parse_params({})
+    prepare_stage.run(p)
+    with pytest.raises(split_stage.SplitError, match=r"(train|test) split empty with 1 records"):
+        split_stage.run(p)
