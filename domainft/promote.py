@@ -37,8 +37,8 @@ from datetime import datetime, timezone
 
 import click
 
-from domainft.errors import DomainftError
 from domainft.config import Params, ParamsError, PromoteParams, load_params
+from domainft.errors import DomainftError
 
 ROUGE_KEY = "eval.rouge_l.tuned"
 JUDGE_KEY = "eval.judge.pairwise.win_rate"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from domainft.errors import DomainftError
 from domainft.config import TrainParams
+from domainft.errors import DomainftError
 from domainft.modeling.base import META_FILE, load_model, pick_device, pick_dtype
 from domainft.modeling.chat import CHATML_SPECIAL_TOKENS, TokenizedSample, end_of_turn, tokenize_conversation
 from domainft.quantization import describe_4bit, write_spec

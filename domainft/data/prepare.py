@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from domainft.errors import DomainftError
 from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean
 from domainft.data.ingest import iter_file, match_glob
 from domainft.data.pii import Redactor
 from domainft.data.records import Record, RecordError, Reject, content_key, record_id, with_system
+from domainft.errors import DomainftError
 
 
 class PrepareError(DomainftError, RuntimeError):
