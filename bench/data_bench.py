@@ -9,8 +9,9 @@ earlier record with one word changed), 1% placeholder inputs, 0.2% malformed JSO
 emails/phone numbers. It runs the real stages (``domainft.stages.prepare.run`` and
 ``domainft.stages.split.run``, outputs written) in a temporary folder and reports end-to-end
 records/s, CPU seconds (workers included) and peak RSS (the main process, and the largest worker
-process when prepare reads files in parallel; both can be resident at once). The baseline is plain datasketch: ``MinHash(num_perm=128)`` updated with
-every character 5-gram of the same normalised texts plus ``MinHashLSH(threshold=0.8)`` insert and
+process when prepare reads files in parallel; both can be resident at once). The baseline is plain
+datasketch: ``MinHash(num_perm=128)`` updated with every character 5-gram of the same normalised
+texts plus ``MinHashLSH(threshold=0.8)`` insert and
 query, timed on ``--baseline`` records and reported in records/s; the ratio compares the whole
 prepare+split pipeline (and its MinHash part alone) with that baseline.
 """
