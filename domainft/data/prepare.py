@@ -118,8 +118,7 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     for r in records:
         files[r.source["file"]]["kept"] += 1
     rejects.sort(key=lambda r: (r.file, r.line))
-    pii = pii_counts if params.pii.enabled else None
-    metrics = _metrics(files, stats, pii, pii_modified, dd, records, rejects, time.perf_counter() - t0)
+    metrics = _metrics(files, stats, pii_counts, pii_modified, dd, records, rejects, time.perf_counter() - t0)
     metrics["workers"] = workers
     return PrepareResult(records, rejects, metrics)
 
@@ -271,7 +270,7 @@ def _metrics(files, stats, pii_counts, pii_modified, dd, records, rejects, secon
                    "rejected_by_kind": dict(sorted(Counter(r.kind for r in rejects).items())),
                    "rejected_by_reason": dict(sorted(Counter(r.reason for r in rejects).items()))},
         "operators": ops,
-        "pii": dict(sorted((pii_counts or Counter()).items())),
+        "pii": dict(sorted(pii_counts.items())),
         "dedup": {**dd, "clusters": len(sizes), "multi_record_clusters": sum(1 for n in sizes.values() if n > 1),
                   "records_in_multi_record_clusters": sum(n for n in sizes.values() if n > 1)},
         "schemas": dict(sorted(Counter(r.source["schema"] for r in records).items())),
