@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from domainft.data.records import RecordError
+from domainft.data.records import RecordError, loads
 from domainft.data.schemas import Draft, convert, convert_session, detect_schema, resolve_fields
 
 JSON_EXT = {".json", ".jsonl", ".ndjson", ".jsonlines"}
@@ -83,6 +83,13 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
     """Yield ``(line, object, error)`` from a JSON array or JSONL text."""
     stripped = text.lstrip()
     if stripped.startswith("["):  # JSON array: line = 1-based element index
+        try:
+            whole = loads(text)
+        except json.JSONDecodeError:
+            whole = None  # read element by element below, to keep the elements before the error
+        if isinstance(whole, list):
+            yield from ((i, obj, None) for i, obj in enumerate(whole, 1))
+            return
         dec, pos, index = json.JSONDecoder(), len(text) - len(stripped) + 1, 0
         while True:
             while pos < len(text) and text[pos] in " \t\r\n,":
@@ -115,7 +122,7 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
         if not ln:
             continue
         try:
-            yield i, json.loads(ln), None
+            yield i, loads(ln), None
         except json.JSONDecodeError as err:
             yield i, ln, RecordError("invalid_json", f"{err.msg} at column {err.colno}")
 

@@ -24,7 +24,7 @@ from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean
 from domainft.data.ingest import iter_file, match_glob
 from domainft.data.pii import Redactor
-from domainft.data.records import Record, RecordError, Reject, content_key, record_id, with_system
+from domainft.data.records import Record, RecordError, Reject, content_key, loads, record_id, with_system
 from domainft.errors import DomainftError
 
 
@@ -298,7 +298,7 @@ def read_records(path: str | Path) -> list[Record]:
         for i, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(Record.from_dict(json.loads(line)))
+                    out.append(Record.from_dict(loads(line)))
                 except (json.JSONDecodeError, KeyError) as err:
                     raise ValueError(f"{path}:{i}: not a record ({err})") from None
     return out

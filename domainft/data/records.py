@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 ROLE_MAP: dict[str, str] = {
     **dict.fromkeys(["user", "human", "customer", "client", "question", "prompter", "q"], "user"),
@@ -34,6 +37,33 @@ ROLE_MAP: dict[str, str] = {
                      "answer", "a", "operator", "staff", "representative", "rep"], "assistant"),
     **dict.fromkeys(["system", "sys", "instruction", "instructions"], "system"),
 }
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` with orjson's speed (about 2x on our records).
+
+    The result and the error are always the standard library's: text orjson reads differently
+    (integers of 19+ digits, which orjson turns into floats) or rejects (``NaN``, lone surrogates,
+    ``1e400``) goes to ``json.loads``, which parses it or raises its usual ``JSONDecodeError``.
+    """
+    if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode("utf-8", "replace")) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+def dumps(obj: Any, default=None) -> str:
+    """One-line compact JSON, UTF-8 text not escaped (orjson); objects orjson refuses (integers
+    beyond 64 bits, lone surrogates, non-string keys) go to ``json.dumps(ensure_ascii=False)``."""
+    try:
+        return orjson.dumps(obj, default=default).decode("utf-8")
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 class RecordError(ValueError):
@@ -63,8 +93,8 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "messages": self.messages, "source": self.source, "cluster": self.cluster,
-                           "group": self.group, "meta": self.meta}, ensure_ascii=False)
+        return dumps({"id": self.id, "messages": self.messages, "source": self.source, "cluster": self.cluster,
+                      "group": self.group, "meta": self.meta})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":
@@ -85,8 +115,8 @@ class Reject:
     schema: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"file": self.file, "line": self.line, "kind": self.kind, "reason": self.reason,
-                           "detail": self.detail, "raw": self.raw, "schema": self.schema}, ensure_ascii=False, default=str)
+        return dumps({"file": self.file, "line": self.line, "kind": self.kind, "reason": self.reason,
+                      "detail": self.detail, "raw": self.raw, "schema": self.schema}, default=str)
 
 
 def normalize_role(name: Any) -> str | None:
