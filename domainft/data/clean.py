@@ -28,11 +28,13 @@ changed, "removed" records rejected with that name as reason, kind ``filtered``)
 """
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import ftfy
+import numpy as np
 
 from domainft.data.records import RecordError, check_roles
 from domainft.data.schemas import Draft
@@ -50,6 +52,7 @@ _MERGED = re.compile(
     r"(?im)(?:^\s*(?:#{1,4}\s*)?\d{1,2}\s*[.)]\s*instruction\s*[:：])|(?:^\s*#{2,4}\s*instruction\b)"
     r"|(?:\n\s*instruction\s*[:：])|(?:<\s*no\s*input\s*>)")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_ASCII_WORDS = re.compile(r"\w+")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _WORDS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,2}|[^\W\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
@@ -117,7 +120,7 @@ def char_repetition_ratio(text: str, rep_len: int = 10, above: float | None = No
 def word_repetition_ratio(text: str, rep_len: int = 10, above: float | None = None) -> float:
     """data-juicer ``word_repetition_filter`` ratio: share of word n-grams occurring more than once
     (``above``: early 0.0 as in :func:`char_repetition_ratio`)."""
-    words = _WORDS.findall(text.casefold())
+    words = _word_tokens(text)
     grams = [" ".join(words[i:i + rep_len]) for i in range(len(words) - rep_len + 1)]
     if not grams:
         return 0.0
@@ -135,11 +138,39 @@ def detect_language(text: str) -> str:
     return "zh" if cjk >= 0.3 * (cjk + latin) else "en" if latin else "other"
 
 
-def _map_text(messages, fn, stats: CleanStats, name: str) -> list[dict[str, str]]:
-    out = [{"role": m["role"], "content": fn(m["content"])} for m in messages]
-    if any(a["content"] != b["content"] for a, b in zip(out, messages)):
+_ASCII_FIX = re.compile("[&\x00-\x08\x0b-\x1f\x7f]")  # ASCII that fix_unicode, _CONTROL or _WS_NEEDED may change
+
+
+def _unchanged_ascii(text: str) -> bool:
+    """True when ``text`` is ASCII that none of unicode / control_chars / whitespace would change
+    (str searches are faster than one regex of alternatives; covers every branch of _WS_NEEDED)."""
+    return (text.isascii() and "  " not in text and " \n" not in text and "\n\n\n" not in text
+            and "\t" not in text and not text[:1].isspace() and not text[-1:].isspace()
+            and not _ASCII_FIX.search(text))
+
+
+def _normalise_text(messages: list[dict[str, str]], stats: CleanStats) -> list[dict[str, str]]:
+    """Operators ``unicode``, ``control_chars`` and ``whitespace``, in that order, on every turn;
+    each counts a record once when it changed any turn."""
+    out, changed = [], set()
+    for m in messages:
+        text = m["content"]
+        if _unchanged_ascii(text):  # the common case: nothing to change
+            out.append(m)
+            continue
+        for name, fn in (("unicode", fix_unicode), ("control_chars", _strip_control), ("whitespace", normalize_whitespace)):
+            new = fn(text)
+            if new != text:
+                changed.add(name)
+                text = new
+        out.append({"role": m["role"], "content": text})
+    for name in changed:
         stats.modified[name] += 1
     return out
+
+
+def _strip_control(text: str) -> str:
+    return _CONTROL.sub("", text) if _CONTROL.search(text) else text
 
 
 def _fail(stats: CleanStats, name: str, detail: str, kind: str = "filtered") -> RecordError:
@@ -148,7 +179,7 @@ def _fail(stats: CleanStats, name: str, detail: str, kind: str = "filtered") -> 
 
 
 def clean(draft: Draft, cfg, stats: CleanStats, repair_roles: bool = False) -> list[dict[str, str]]:
-    """Run the operators on one draft and return its cleaned turns.
+    """Run the operators on one draft and return its cleaned turns (:func:`clean_batch` of one).
 
     Args:
         draft: turns from ingest.
@@ -160,7 +191,44 @@ def clean(draft: Draft, cfg, stats: CleanStats, repair_roles: bool = False) -> l
         RecordError: reason = operator name (kind ``filtered``; ``roles`` failures keep their own
             reason such as ``bad_role_order`` with kind ``malformed``).
     """
-    messages = [dict(m) for m in draft.messages]
+    result = clean_batch([draft], cfg, stats, repair_roles)[0]
+    if isinstance(result, RecordError):
+        raise result
+    return result
+
+
+def clean_batch(drafts: list[Draft], cfg, stats: CleanStats,
+                repair_roles: bool = False) -> list[list[dict[str, str]] | RecordError]:
+    """Run the operators on each draft, in the order of the module docstring; returns, per draft,
+    its cleaned turns or the :class:`RecordError` of the first operator that rejected it.
+
+    The repetition operators are the costly ones (a set of every 10-gram). For the whole batch they
+    first count hashed n-gram repeats (:func:`repeats_upper_bound`, numpy); a hash collision can only
+    add repeats, so a text whose bound cannot exceed the threshold is passed without the exact
+    count, and the exact data-juicer ratio is computed for the others. Results equal per-record
+    :func:`char_repetition_ratio` / :func:`word_repetition_ratio` decisions.
+    """
+    out: list = []
+    for d in drafts:
+        try:
+            out.append(_clean_to_length(d, cfg, stats, repair_roles))
+        except RecordError as err:
+            out.append(err)
+    alive = [i for i, r in enumerate(out) if not isinstance(r, RecordError)]
+    answers = ["\n".join(m["content"] for m in out[i] if m["role"] == "assistant") for i in alive]
+    char_check = _may_exceed(answers, _char_tokens, cfg.max_char_repetition)
+    word_check = _may_exceed(answers, _word_tokens, cfg.max_word_repetition)
+    for k, i in enumerate(alive):
+        try:
+            out[i] = _clean_after_length(out[i], answers[k], cfg, stats, char_check[k], word_check[k])
+        except RecordError as err:
+            out[i] = err
+    return out
+
+
+def _clean_to_length(draft: Draft, cfg, stats: CleanStats, repair_roles: bool) -> list[dict[str, str]]:
+    """Operators 1-7 (placeholders ... length)."""
+    messages = list(draft.messages)  # turns are replaced, never changed in place
     if draft.input is not None:
         inp = draft.input
         if inp and is_placeholder(inp, cfg.placeholders):
@@ -169,9 +237,7 @@ def clean(draft: Draft, cfg, stats: CleanStats, repair_roles: bool = False) -> l
         if inp.strip():
             m = messages[draft.input_index]
             messages[draft.input_index] = {"role": m["role"], "content": m["content"].rstrip() + "\n\n" + inp}
-    messages = _map_text(messages, fix_unicode, stats, "unicode")
-    messages = _map_text(messages, lambda t: _CONTROL.sub("", t) if _CONTROL.search(t) else t, stats, "control_chars")
-    messages = _map_text(messages, normalize_whitespace, stats, "whitespace")
+    messages = _normalise_text(messages, stats)
     if any(m["role"] == "assistant" and not m["content"] for m in messages):
         raise _fail(stats, "empty_output", "an assistant turn is empty")
     if any(m["role"] == "user" and not m["content"] for m in messages) and not repair_roles:
@@ -183,25 +249,112 @@ def clean(draft: Draft, cfg, stats: CleanStats, repair_roles: bool = False) -> l
         raise
     if repairs or draft.repairs:
         stats.modified["roles"] += 1
-    outputs = [m["content"] for m in messages if m["role"] == "assistant"]
-    longest = max(len(o) for o in outputs)
+    longest = max(len(m["content"]) for m in messages if m["role"] == "assistant")
     if longest < cfg.min_output_chars:
         raise _fail(stats, "length", f"longest assistant turn has {longest} chars < min_output_chars {cfg.min_output_chars}")
     if longest > cfg.max_output_chars:
         raise _fail(stats, "length", f"assistant turn has {longest} chars > max_output_chars {cfg.max_output_chars}")
-    answer = "\n".join(outputs)
-    ratio = char_repetition_ratio(answer, above=cfg.max_char_repetition)
+    return messages
+
+
+def _clean_after_length(messages: list[dict[str, str]], answer: str, cfg, stats: CleanStats,
+                        char_check: bool, word_check: bool) -> list[dict[str, str]]:
+    """Operators 8-11 (char_repetition ... language); ``*_check`` False = the bound says it passes."""
+    ratio = char_repetition_ratio(answer, above=cfg.max_char_repetition) if char_check else 0.0
     if ratio > cfg.max_char_repetition:
         raise _fail(stats, "char_repetition", f"char 10-gram repetition ratio {ratio:.2f} > {cfg.max_char_repetition}")
-    ratio = word_repetition_ratio(answer, above=cfg.max_word_repetition)
+    ratio = word_repetition_ratio(answer, above=cfg.max_word_repetition) if word_check else 0.0
     if ratio > cfg.max_word_repetition:
         raise _fail(stats, "word_repetition", f"word 10-gram repetition ratio {ratio:.2f} > {cfg.max_word_repetition}")
-    for o in outputs:
-        hit = _MERGED.search(o)
-        if hit:
-            raise _fail(stats, "merged_instruction", f"assistant text continues with {hit.group(0).strip()!r}")
+    for m in messages:
+        if m["role"] == "assistant" and _may_merge(m["content"]):
+            hit = _MERGED.search(m["content"])
+            if hit:
+                raise _fail(stats, "merged_instruction", f"assistant text continues with {hit.group(0).strip()!r}")
     if cfg.languages:
         lang = detect_language(" ".join(m["content"] for m in messages if m["role"] != "system"))
         if lang not in cfg.languages:
             raise _fail(stats, "language", f"language {lang!r} not in {cfg.languages}")
     return messages
+
+
+def _may_merge(text: str) -> bool:
+    """False when :data:`_MERGED` cannot match: every branch needs "instruction" or "input", and for
+    ASCII text the pattern's IGNORECASE is plain ASCII case-insensitivity."""
+    if not text.isascii():
+        return True
+    low = text.lower()
+    return "instruction" in low or "input" in low
+
+
+REP_LEN = 10  # n-gram size of both repetition operators (data-juicer's rep_len default)
+_U64 = np.uint64
+_TEXT_BITS = 30  # repeats_upper_bound packs (text index, hash) into 64 bits: up to 2**30 texts per call
+_BATCH_TOKENS = 4_000_000  # tokens hashed per numpy pass (~32 MB per temporary array)
+
+
+def _char_tokens(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _word_tokens(text: str) -> list[str]:
+    """Words of the repetition operator (ASCII text has no CJK, so ``\\w+`` is the same, faster pattern)."""
+    text = text.casefold()
+    return _ASCII_WORDS.findall(text) if text.isascii() else _WORDS.findall(text)
+
+
+def _may_exceed(texts: list[str], tokens, threshold: float) -> np.ndarray:
+    """Per text: True unless its hashed repeat bound shows the repetition ratio cannot exceed
+    ``threshold`` (the exact functions' own early exit: repeats < threshold / 2 * n-grams)."""
+    result = np.ones(len(texts), dtype=bool)
+    start = 0
+    while start < len(texts):  # batches of about _BATCH_TOKENS characters
+        stop, chars = start, 0
+        while stop < len(texts) and (chars < _BATCH_TOKENS or stop == start):
+            chars += len(texts[stop])
+            stop += 1
+        toks = [tokens(t) for t in texts[start:stop]]
+        lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
+        if tokens is _char_tokens:
+            flat = np.concatenate(toks).astype(_U64) if toks else np.zeros(0, _U64)
+        else:  # words: Python's str hash (equal words, equal hashes within a process)
+            flat = np.fromiter(map(hash, itertools.chain.from_iterable(toks)), dtype=np.int64,
+                               count=int(lengths.sum())).view(_U64)
+        grams = np.maximum(lengths - REP_LEN + 1, 0)
+        repeats = repeats_upper_bound(flat, lengths, REP_LEN)
+        result[start:stop] = (grams > 0) & (repeats >= threshold / 2 * grams)
+        start = stop
+    return result
+
+
+def repeats_upper_bound(tokens: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
+    """Upper bound on the repeated n-grams of each text (n-grams minus distinct n-grams).
+
+    Args:
+        tokens: (S,) uint64 token hashes of all texts, concatenated.
+        lengths: (T,) tokens per text (sum S).
+        n: n-gram size.
+
+    Returns:
+        (T,) int64. Each n-gram is hashed (polynomial rolling hash, 34 bits kept) and the repeats of
+        a text are its n-grams minus its distinct hashes. Equal n-grams have equal hashes, and a
+        collision can only merge two distinct n-grams, so the count is >= the exact one.
+    """
+    total = len(tokens) - n + 1
+    if total <= 0:
+        return np.zeros(len(lengths), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        h = tokens[:total].copy()
+        for j in range(1, n):
+            h *= _U64(0x100000001B3)
+            h += tokens[j:j + total]
+        h ^= h >> _U64(29)
+        h *= _U64(0xBF58476D1CE4E5B9)
+        h ^= h >> _U64(32)
+    ends = np.cumsum(lengths)
+    text = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)[:total]
+    valid = np.arange(n, total + n, dtype=np.int64) <= ends[text]  # the n-gram lies inside its text
+    keys = (text[valid].astype(_U64) << _U64(64 - _TEXT_BITS)) | (h[valid] >> _U64(_TEXT_BITS))
+    keys.sort()
+    same = keys[1:] == keys[:-1]
+    return np.bincount((keys[1:][same] >> _U64(64 - _TEXT_BITS)).astype(np.int64), minlength=len(lengths))

@@ -117,7 +117,12 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
             for i, obj in enumerate(lists[0] if len(lists) == 1 else [whole]):
                 yield i + 1, obj, None
             return
-    for i, ln in enumerate(lines, 1):
+    yield from _json_lines(lines)
+
+
+def _json_lines(lines: list[str], first_line: int = 1) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """JSONL: ``(line, object, error)`` per non-blank line, numbered from ``first_line``."""
+    for i, ln in enumerate(lines, first_line):
         ln = ln.strip()
         if not ln:
             continue
@@ -125,6 +130,60 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
             yield i, loads(ln), None
         except json.JSONDecodeError as err:
             yield i, ln, RecordError("invalid_json", f"{err.msg} at column {err.colno}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Bytes ``[start, end)`` of a JSONL file, starting at physical line ``first_line``, with the
+    keys sniffed from the head of the whole file (so every chunk resolves the same schema)."""
+
+    start: int
+    end: int
+    first_line: int
+    keys: tuple[str, ...]
+
+
+def jsonl_chunks(path: Path, rel: str, chunk_bytes: int, *, schema: str | None = None,
+                 columns: dict[str, str] | None = None, encoding: str | None = None) -> list[Chunk] | None:
+    """Split a large JSONL file at line boundaries into chunks of about ``chunk_bytes`` that
+    :func:`iter_file` reads independently, with the same items as reading the whole file.
+
+    Returns None (read the file whole) when it is not over ``chunk_bytes``, is not UTF-8 JSONL
+    (JSON arrays, pretty-printed objects, tables, other encodings or any decoding error), its first
+    line is not a JSON object on its own, or its schema is ``chatlog`` (turns are grouped across
+    the whole file).
+    """
+    if path.stat().st_size <= chunk_bytes or path.suffix.lower() in TABLE_EXT:
+        return None
+    if encoding and encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+        return None
+    data = path.read_bytes()
+    text, problem = decode(data, rel, encoding)
+    stripped = text.lstrip()
+    if problem is not None or not stripped.startswith("{"):
+        return None
+    try:
+        if not isinstance(loads(stripped.split("\n", 1)[0]), dict):
+            return None
+    except json.JSONDecodeError:
+        return None
+    keys = _sniff_keys(_json_objects(text))
+    if (schema or detect_schema(resolve_fields(keys, columns or {}))) == "chatlog":
+        return None
+    chunks, start, line = [], 0, 1
+    while start < len(data):
+        end = data.find(b"\n", start + chunk_bytes)
+        end = len(data) if end < 0 else end + 1
+        chunks.append(Chunk(start, end, line, tuple(keys)))
+        line += data.count(b"\n", start, end)
+        start = end
+    return chunks if len(chunks) > 1 else None
+
+
+def _sniff_keys(items: list | Iterator) -> list[str]:
+    """Keys (first-appearance order) of the objects among the first :data:`SNIFF_ROWS` items."""
+    head = items[:SNIFF_ROWS] if isinstance(items, list) else [x for _, x in zip(range(SNIFF_ROWS), items)]
+    return list(OrderedDict.fromkeys(k for _, o, e in head if e is None and isinstance(o, dict) for k in o))
 
 
 def _csv_rows(text: str, delimiter: str | None) -> Iterator[tuple[int, Any, RecordError | None]]:
@@ -172,9 +231,20 @@ def _binary_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
         yield i + 2, row, None
 
 
-def read_objects(path: Path, rel: str, encoding: str | None) -> tuple[Iterator, EncodingProblem | None]:
-    """``(iterator of (line, obj, error), encoding problem)`` for any supported container."""
+def read_objects(path: Path, rel: str, encoding: str | None,
+                 chunk: Chunk | None = None) -> tuple[Iterator, EncodingProblem | None]:
+    """``(iterator of (line, obj, error), encoding problem)`` for any supported container, or for
+    one :class:`Chunk` of a JSONL file."""
     ext = path.suffix.lower()
+    if chunk is not None:
+        with path.open("rb") as f:
+            f.seek(chunk.start)
+            data = f.read(chunk.end - chunk.start)
+        if chunk.start > 0:  # jsonl_chunks checked that the whole file decodes; a BOM only counts at byte 0
+            text, problem = data.decode("utf-8"), None
+        else:
+            text, problem = decode(data, rel, encoding)
+        return _json_lines(text.split("\n"), chunk.first_line), problem
     if ext in (".parquet", ".xlsx"):
         return _binary_rows(path), None
     text, problem = decode(path.read_bytes(), rel, encoding)
@@ -195,7 +265,7 @@ def _ts(value: Any) -> datetime | None:
 
 def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[str, str] | None = None,
               encoding: str | None = None, group_field: str | None = None,
-              repair_roles: bool = False) -> Iterator[RawItem]:
+              repair_roles: bool = False, chunk: Chunk | None = None) -> Iterator[RawItem]:
     """Every raw record of one file, converted to a Draft or carrying the error that rejects it.
 
     Args:
@@ -205,17 +275,15 @@ def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[
         encoding: codec for a non-UTF-8 file (``prepare.encodings``).
         group_field: key copied into ``Draft.group`` (chat logs default to the session id).
         repair_roles: drop unknown-role turns instead of rejecting.
+        chunk: read only this part of a JSONL file (:func:`jsonl_chunks`); the schema comes from
+            the keys of the whole file's head.
 
     Raises:
         RecordError: ``unsupported_format`` for a container that cannot be read at all.
     """
-    objects, problem = read_objects(path, rel, encoding)
-    buffered = []
-    for item in objects:
-        buffered.append(item)
-        if len(buffered) >= SNIFF_ROWS:
-            break
-    keys: list[str] = list(OrderedDict.fromkeys(k for _, o, e in buffered if e is None and isinstance(o, dict) for k in o))
+    objects, problem = read_objects(path, rel, encoding, chunk)
+    buffered = [] if chunk is not None else [x for _, x in zip(range(SNIFF_ROWS), objects)]
+    keys = list(chunk.keys) if chunk is not None else _sniff_keys(buffered)
     fields = resolve_fields(keys, columns or {})
     schema = schema or detect_schema(fields)
     missing_columns = [c for c in (columns or {}).values() if c not in keys] if keys else []

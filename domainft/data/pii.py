@@ -169,5 +169,12 @@ class Redactor:
 
     def redact_messages(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], bool]:
         """Redact user/assistant turns; returns (messages, changed)."""
-        out = [m if m["role"] == "system" else {"role": m["role"], "content": self.redact(m["content"])} for m in messages]
-        return out, any(a["content"] != b["content"] for a, b in zip(out, messages))
+        out, changed = [], False
+        for m in messages:
+            text = m["content"] if m["role"] == "system" else self.redact(m["content"])
+            if text is m["content"]:
+                out.append(m)
+            else:
+                out.append({"role": m["role"], "content": text})
+                changed = changed or text != m["content"]
+        return out, changed

@@ -13,6 +13,7 @@ detail and raw content (for duplicates, the record it duplicates is named in ``d
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 import time
 from collections import Counter
@@ -20,11 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
+
 from domainft.data import dedup
-from domainft.data.clean import CleanStats, clean
-from domainft.data.ingest import iter_file, match_glob
+from domainft.data.clean import CleanStats, clean_batch
+from domainft.data.ingest import Chunk, iter_file, jsonl_chunks, match_glob
 from domainft.data.pii import Redactor
-from domainft.data.records import Record, RecordError, Reject, content_key, loads, record_id, with_system
+from domainft.data.records import (Record, RecordError, Reject, content_key, has_big_float, record_id,
+                                   with_system)
 from domainft.errors import DomainftError
 
 
@@ -42,6 +47,7 @@ class _Candidate:
     group: str | None
     meta: dict[str, Any]
     key: str = ""  # content_key(messages), computed once
+    row: int = -1  # row of this candidate in the stacked signature arrays
 
 
 @dataclass
@@ -71,10 +77,11 @@ def list_raw_files(raw_dir: str | Path, exclude: list[str], include: list[str] =
 def prepare(params, system_prompt: str) -> PrepareResult:
     """Run ingest -> clean -> PII -> dedup over ``params.raw_dir``.
 
-    Files are read, cleaned and redacted independently (:func:`_read_file`); with
-    ``params.workers`` > 1 (``0`` = one per CPU core) and more than one file holding at least
-    :data:`PARALLEL_MIN_BYTES` in all, that happens in worker processes, largest file first. The
-    results are merged in file order, so the output is the same byte for byte as with one worker.
+    Files are read, cleaned, redacted and MinHashed in parts (:func:`_read_part`): a whole file,
+    or with several workers a line range of a large JSONL file (:func:`~domainft.data.ingest.jsonl_chunks`).
+    With ``params.workers`` > 1 (``0`` = one per CPU core) and at least :data:`PARALLEL_MIN_BYTES`
+    of raw data, the parts run in worker processes, largest first. The results are merged in
+    (file, line) order, so the output is the same byte for byte as with one worker.
     Deduplication then runs once over all files.
 
     Args:
@@ -91,30 +98,33 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     t0 = time.perf_counter()
     paths = list_raw_files(params.raw_dir, params.exclude, params.include)
     workers = _workers(params.workers, paths)
+    tasks = _plan(paths, params, workers)
+    workers = min(workers, len(tasks))
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        order = sorted(range(len(paths)), key=lambda i: -paths[i].stat().st_size)  # largest first
+        order = sorted(range(len(tasks)), key=lambda i: -tasks[i].size)  # largest first
         with ProcessPoolExecutor(workers) as pool:  # the platform's default start method (fork on Linux)
-            futures = {i: pool.submit(_read_file, paths[i], params, system_prompt) for i in order}
-            parts = [futures[i].result() for i in range(len(paths))]
+            futures = {i: pool.submit(_read_part, tasks[i], params, system_prompt) for i in order}
+            parts = [futures[i].result() for i in range(len(tasks))]
     else:
-        parts = [_read_file(p, params, system_prompt) for p in paths]
+        parts = [_read_part(t, params, system_prompt) for t in tasks]
     stats, pii_counts, pii_modified = CleanStats(), Counter(), 0
     files: dict[str, dict[str, Any]] = {}
     rejects: list[Reject] = []
     cands: list[_Candidate] = []
     for part in parts:
-        files[part.rel] = part.fm
+        _merge_file_metrics(files.setdefault(part.rel, _file_metrics()), part.fm)
         rejects += part.rejects
         cands += part.cands
         stats.modified.update(part.stats.modified)
         stats.removed.update(part.stats.removed)
         pii_counts.update(part.pii_counts)
         pii_modified += part.pii_modified
-
-    keep, pairs, dd = _dedup(cands, params.dedup, rejects, files)
-    records = _build(keep, pairs, params.dedup)
+    sig = _stack([p.sig for p in parts])
+    psig = _stack([p.psig for p in parts])
+    keep, pairs, dd = _dedup(cands, sig, params.dedup, rejects, files)
+    records = _build(keep, pairs, psig, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
     rejects.sort(key=lambda r: (r.file, r.line))
@@ -125,21 +135,74 @@ def prepare(params, system_prompt: str) -> PrepareResult:
 
 # Below this much raw data in all, worker processes and pickling the results back cost more than they save.
 PARALLEL_MIN_BYTES = 8 * 2**20
+CHUNK_MIN_BYTES = 2 * 2**20  # smallest line range of a JSONL file given to a worker
+CLEAN_BATCH = 4096  # raw records cleaned together (clean_batch)
 
 
 def _workers(setting: int, paths: list[Path]) -> int:
-    """Processes for :func:`prepare`: 1 for one file or under PARALLEL_MIN_BYTES, else at most
-    ``setting`` (0 = ``os.cpu_count()``) and at most one per file."""
+    """Processes for :func:`prepare`: 1 under PARALLEL_MIN_BYTES of raw data, else ``setting``
+    (0 = ``os.cpu_count()``); :func:`prepare` then caps it at the number of parts."""
     import os
 
-    if setting == 1 or len(paths) < 2 or sum(p.stat().st_size for p in paths) < PARALLEL_MIN_BYTES:
+    if setting == 1 or not paths or sum(p.stat().st_size for p in paths) < PARALLEL_MIN_BYTES:
         return 1
-    return max(1, min(setting or os.cpu_count() or 1, len(paths)))
+    return max(1, setting or os.cpu_count() or 1)
+
+
+@dataclass
+class _Task:
+    """One part of the raw data: a whole file, or a line range (``chunk``) of a large JSONL file."""
+
+    path: Path
+    rel: str  # how records and rejects name the file (raw_dir/...)
+    under: str  # path under raw_dir, matched by the params globs
+    size: int  # bytes, for scheduling
+    chunk: Chunk | None = None
+
+
+def _plan(paths: list[Path], params, workers: int) -> list[_Task]:
+    """Parts in (file, line) order; with several workers, JSONL files over the chunk size (the raw
+    data over 4 parts per worker, at least CHUNK_MIN_BYTES) are cut at line boundaries."""
+    sizes = [p.stat().st_size for p in paths]
+    chunk_bytes = max(CHUNK_MIN_BYTES, sum(sizes) // (4 * workers))
+    tasks = []
+    for path, size in zip(paths, sizes):
+        under = path.relative_to(params.raw_dir).as_posix()
+        rel = f"{params.raw_dir.rstrip('/')}/{under}"
+        chunks = None
+        if workers > 1 and size > chunk_bytes:
+            chunks = jsonl_chunks(path, rel, chunk_bytes, schema=match_glob(rel, params.schema_overrides, under),
+                                  columns=params.columns, encoding=match_glob(rel, params.encodings, under))
+        if chunks:
+            tasks += [_Task(path, rel, under, c.end - c.start, c) for c in chunks]
+        else:
+            tasks.append(_Task(path, rel, under, size))
+    return tasks
+
+
+def _file_metrics() -> dict[str, Any]:
+    return {"schema": None, "read": 0, "kept": 0, "rejected": 0, "rejected_by_reason": Counter()}
+
+
+def _merge_file_metrics(into: dict[str, Any], fm: dict[str, Any]) -> None:
+    """Add one part's counts to its file's entry (the schema is the first part's)."""
+    into["schema"] = into["schema"] or fm["schema"]
+    for key in ("read", "kept", "rejected"):
+        into[key] += fm[key]
+    into["rejected_by_reason"].update(fm["rejected_by_reason"])
+    if "rows" in fm:
+        into["rows"] = into.get("rows", 0) + fm["rows"]
+
+
+def _stack(arrays: list) -> np.ndarray | None:
+    arrays = [a for a in arrays if a is not None]
+    return np.concatenate(arrays) if arrays else None
 
 
 @dataclass
 class _FilePart:
-    """What one raw file contributed: its metrics entry, rejects, candidates and operator counts."""
+    """What one part contributed: its file's counts, rejects, candidates, operator counts and the
+    MinHash signatures of its candidates' conversations (``sig``) and prompts (``psig``)."""
 
     rel: str
     fm: dict[str, Any]
@@ -148,13 +211,14 @@ class _FilePart:
     stats: CleanStats
     pii_counts: Counter
     pii_modified: int
+    sig: np.ndarray | None = None
+    psig: np.ndarray | None = None
 
 
-def _read_file(path: Path, params, system_prompt: str) -> _FilePart:
-    """Ingest, clean and redact one raw file (runs in a worker process when prepare uses several)."""
-    rel = f"{params.raw_dir.rstrip('/')}/{path.relative_to(params.raw_dir).as_posix()}"
-    part = _FilePart(rel, {"schema": None, "read": 0, "kept": 0, "rejected": 0, "rejected_by_reason": Counter()},
-                     [], [], CleanStats(), Counter(), 0)
+def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
+    """Ingest, clean, redact and MinHash one part (runs in a worker process when prepare uses several)."""
+    rel = task.rel
+    part = _FilePart(rel, _file_metrics(), [], [], CleanStats(), Counter(), 0)
     fm, stats = part.fm, part.stats
     redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
 
@@ -166,51 +230,60 @@ def _read_file(path: Path, params, system_prompt: str) -> _FilePart:
         fm["rejected_by_reason"][reason] += 1
 
     try:
-        under = path.relative_to(params.raw_dir).as_posix()
-        items = iter_file(path, rel, schema=match_glob(rel, params.schema_overrides, under), columns=params.columns,
-                          encoding=match_glob(rel, params.encodings, under), group_field=params.group_field,
-                          repair_roles=params.repair_roles)
-        for item in items:
-            fm["read"] += 1
-            fm["schema"] = fm["schema"] or item.schema
-            if item.schema == "chatlog":
-                grouped = isinstance(item.raw, dict) and isinstance(item.raw.get("rows"), list)
-                fm["rows"] = fm.get("rows", 0) + (len(item.raw["rows"]) if grouped else 1)
-            if item.error is not None:
-                reject(item.line, item.error.kind, item.error.reason, item.error.detail, item.raw, item.schema)
-                continue
-            try:
-                messages = clean(item.draft, params.clean, stats, params.repair_roles)
-            except RecordError as err:
-                reject(item.line, err.kind, err.reason, err.detail, item.raw, item.schema)
-                continue
-            if redactor is not None:
-                messages, changed = redactor.redact_messages(messages)
-                part.pii_modified += changed
-            meta = dict(item.draft.meta)
-            if item.draft.repairs:
-                meta["repairs"] = item.draft.repairs
-            part.cands.append(_Candidate(rel, item.line, item.schema, item.raw, with_system(messages, system_prompt),
-                                         item.draft.group, meta))
+        items = iter_file(task.path, rel, schema=match_glob(rel, params.schema_overrides, task.under),
+                          columns=params.columns, encoding=match_glob(rel, params.encodings, task.under),
+                          group_field=params.group_field, repair_roles=params.repair_roles, chunk=task.chunk)
+        while batch := list(itertools.islice(items, CLEAN_BATCH)):  # clean_batch hashes n-grams per batch
+            cleaned = iter(clean_batch([it.draft for it in batch if it.error is None], params.clean, stats,
+                                       params.repair_roles))
+            for item in batch:
+                fm["read"] += 1
+                fm["schema"] = fm["schema"] or item.schema
+                if item.schema == "chatlog":
+                    grouped = isinstance(item.raw, dict) and isinstance(item.raw.get("rows"), list)
+                    fm["rows"] = fm.get("rows", 0) + (len(item.raw["rows"]) if grouped else 1)
+                if item.error is not None:
+                    reject(item.line, item.error.kind, item.error.reason, item.error.detail, item.raw, item.schema)
+                    continue
+                messages = next(cleaned)
+                if isinstance(messages, RecordError):
+                    reject(item.line, messages.kind, messages.reason, messages.detail, item.raw, item.schema)
+                    continue
+                if redactor is not None:
+                    messages, changed = redactor.redact_messages(messages)
+                    part.pii_modified += changed
+                meta = dict(item.draft.meta)
+                if item.draft.repairs:
+                    meta["repairs"] = item.draft.repairs
+                messages = with_system(messages, system_prompt)
+                part.cands.append(_Candidate(rel, item.line, item.schema, item.raw, messages, item.draft.group, meta,
+                                             content_key(messages)))
     except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
         fm["read"] += 1
         reject(0, err.kind, err.reason, err.detail, None, None)
     if redactor is not None:
         part.pii_counts = redactor.counts
+    d = params.dedup
+    if part.cands and (d.near or d.prompt_clusters):
+        part.sig = dedup.signatures([c.key for c in part.cands], d.num_perm, d.ngram)
+    if part.cands and d.prompt_clusters:
+        part.psig = dedup.signatures([content_key(c.messages, ("user",)) for c in part.cands], d.num_perm, d.ngram)
     return part
 
 
-def _dedup(cands: list[_Candidate], cfg, rejects: list[Reject], files) -> tuple[list[_Candidate], list, dict]:
+def _dedup(cands: list[_Candidate], sig: np.ndarray | None, cfg, rejects: list[Reject],
+           files) -> tuple[list[_Candidate], list, dict]:
     """Drop exact then near duplicates (kept = first); return kept, their conversation-similarity
-    pairs at ``threshold - cluster_margin`` (for clustering) and counts."""
+    pairs at ``threshold - cluster_margin`` (for clustering) and counts. ``sig``: the candidates'
+    conversation signatures (row i = cands[i]); each candidate's ``row`` is set to its row."""
     def drop(c: _Candidate, reason: str, detail: str):
         rejects.append(Reject(c.file, c.line, "duplicate", reason, detail, c.raw, c.schema))
         files[c.file]["rejected"] += 1
         files[c.file]["rejected_by_reason"][reason] += 1
 
     dd = {"exact_duplicates": 0, "near_duplicates": 0}
-    for c in cands:
-        c.key = content_key(c.messages)
+    for i, c in enumerate(cands):
+        c.row = i
     if cfg.exact:
         dups = dedup.exact_duplicates([c.key for c in cands])
         for i, first in dups.items():
@@ -219,8 +292,7 @@ def _dedup(cands: list[_Candidate], cfg, rejects: list[Reject], files) -> tuple[
         cands = [c for i, c in enumerate(cands) if i not in dups]
     if not (cfg.near or cfg.prompt_clusters) or len(cands) < 2:
         return cands, [], dd
-    sig = dedup.signatures([c.key for c in cands], cfg.num_perm, cfg.ngram)
-    pairs = dedup.similar_pairs(sig, max(0.05, cfg.threshold - cfg.cluster_margin))
+    pairs = dedup.similar_pairs(sig[[c.row for c in cands]], max(0.05, cfg.threshold - cfg.cluster_margin))
     if not cfg.near:
         return cands, pairs, dd
     near = dedup.near_duplicates(len(cands), pairs, cfg.threshold)
@@ -238,15 +310,15 @@ def _dedup(cands: list[_Candidate], cfg, rejects: list[Reject], files) -> tuple[
     return kept, pairs, dd
 
 
-def _build(cands: list[_Candidate], pairs: list, cfg) -> list[Record]:
+def _build(cands: list[_Candidate], pairs: list, psig: np.ndarray | None, cfg) -> list[Record]:
     """Records with cluster = id of the first record of their component, linking conversation pairs
-    and (``prompt_clusters``) prompt pairs with similarity >= threshold - cluster_margin."""
+    and (``prompt_clusters``) prompt pairs with similarity >= threshold - cluster_margin (``psig``:
+    prompt signatures, row ``c.row`` for candidate c)."""
     records = [Record(record_id(c.messages, c.key or None), c.messages,
                       {"file": c.file, "line": c.line, "schema": c.schema}, "", c.group, c.meta) for c in cands]
     links = list(pairs)
     if cfg.prompt_clusters and len(records) > 1:
-        sig = dedup.signatures([content_key(r.messages, ("user",)) for r in records], cfg.num_perm, cfg.ngram)
-        links += dedup.similar_pairs(sig, max(0.05, cfg.threshold - cfg.cluster_margin))
+        links += dedup.similar_pairs(psig[[c.row for c in cands]], max(0.05, cfg.threshold - cfg.cluster_margin))
     comp = dedup.Components.of(len(records), links)
     for i, r in enumerate(records):
         r.cluster = records[comp.find(i)].id
@@ -298,7 +370,17 @@ def read_records(path: str | Path) -> list[Record]:
         for i, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(Record.from_dict(loads(line)))
-                except (json.JSONDecodeError, KeyError) as err:
+                    out.append(Record.from_dict(_record_dict(line)))
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
                     raise ValueError(f"{path}:{i}: not a record ({err})") from None
     return out
+
+
+def _record_dict(line: str) -> dict:
+    """:func:`~domainft.data.records.loads` for our own records, where numbers from the raw data can
+    only be in ``meta`` and ``group``, so only those are checked for orjson's big-integer floats."""
+    try:
+        d = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+    return json.loads(line) if has_big_float([d.get("meta"), d.get("group")]) else d

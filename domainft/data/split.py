@@ -97,34 +97,51 @@ def assign(records: list[Record], params) -> tuple[dict[str, list[Record]], dict
 
 
 def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
-            group_by: str = "cluster", prompts: bool = True) -> dict[str, int]:
+            group_by: str = "cluster", prompts: bool = True, workers: int = 1) -> dict[str, int]:
     """Count cross-split overlaps (see module docstring); every value should be 0.
 
     Near pairs: candidates from a MinHash LSH pass with seed :data:`LEAK_SEED`, counted when their
-    *exact* character n-gram Jaccard similarity is >= ``threshold``.
+    *exact* character n-gram Jaccard similarity is >= ``threshold``. With ``workers`` > 1 and at
+    least :data:`PARALLEL_MIN_RECORDS` records, the near-duplicate pass over the conversations runs
+    in a second process while this one checks the prompts (same counts either way).
     """
     rows = [(s, r) for s in SPLITS for r in splits.get(s, [])]
     conv = [content_key(r.messages) for _, r in rows]
-    prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
-    checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
-    if group_by == "group":
-        checks.append(("groups", [r.group for _, r in rows]))
-    if prompts:
-        checks.append(("exact_prompts", prompt))
-    report: dict[str, int] = {}
-    for name, values in checks:
-        seen: dict[Any, set[str]] = defaultdict(set)
-        for (s, _), v in zip(rows, values):
-            if v is not None and v != "":
-                seen[v].add(s)
-        report[name] = sum(1 for v in seen.values() if len(v) > 1)
     split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
-    for name, texts in (("near_conversations", conv), ("near_prompts", prompt)):
-        if name == "near_prompts" and not prompts:
-            continue
-        report[name] = _near_cross_pairs(texts, split_of, threshold, ngram)
+    pool = None
+    if workers > 1 and prompts and len(rows) >= PARALLEL_MIN_RECORDS:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(1)
+        near_conv = pool.submit(_near_cross_pairs, conv, split_of, threshold, ngram)
+    try:
+        prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
+        checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
+        if group_by == "group":
+            checks.append(("groups", [r.group for _, r in rows]))
+        if prompts:
+            checks.append(("exact_prompts", prompt))
+        report: dict[str, int] = {}
+        for name, values in checks:
+            seen: dict[Any, set[str]] = defaultdict(set)
+            for (s, _), v in zip(rows, values):
+                if v is not None and v != "":
+                    seen[v].add(s)
+            report[name] = sum(1 for v in seen.values() if len(v) > 1)
+        if prompts:
+            report["near_prompts"] = _near_cross_pairs(prompt, split_of, threshold, ngram)
+        report["near_conversations"] = (near_conv.result() if pool is not None
+                                        else _near_cross_pairs(conv, split_of, threshold, ngram))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    order = [*(name for name, _ in checks), "near_conversations", "near_prompts"]
+    report = {k: report[k] for k in order if k in report}
     report["total"] = sum(report.values())
     return report
+
+
+PARALLEL_MIN_RECORDS = 20_000  # below this, starting a process costs more than the leakage check it shares
 
 
 def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:

@@ -6,6 +6,7 @@ prompt_clusters for the leakage check); see :mod:`domainft.data.split`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def run(params) -> dict:
         log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
                     len(records), params.split.val_fraction)
     d = params.prepare.dedup
-    metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters)
+    metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
+                                 workers=params.prepare.workers or os.cpu_count() or 1)
     for name, rows in splits.items():
         write_jsonl(Path(params.split.out_dir) / f"{name}.jsonl", rows)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)

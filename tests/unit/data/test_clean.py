@@ -104,3 +104,76 @@ def test_language_filter():
     run(draft(), languages=["en"])
     err, _ = rejected(draft(), languages=["zh"])
     assert err.reason == "language" and "'en'" in err.detail
+
+
+def _repetitive_corpus(n: int = 400) -> list[str]:
+    """Answers from no repetition to nearly all repeats, around both 0.5 thresholds, some Chinese."""
+    import random
+
+    rng = random.Random(0)
+    words = ["card", "fee", "limit", "branch", "loan", "rate", "money", "save", "today", "call", "银行", "账户"]
+    out = []
+    for i in range(n):
+        base = " ".join(rng.choice(words) for _ in range(rng.randint(3, 30)))
+        if i % 4 == 0:
+            out.append(base)  # little repetition
+        elif i % 4 == 1:
+            out.append(" ".join([base] * rng.randint(2, 5)) + " " + " ".join(rng.choice(words) for _ in range(40)))
+        elif i % 4 == 2:
+            out.append("".join(rng.choice("需要身份证和手机号码") for _ in range(rng.randint(30, 200))))
+        else:  # a short unit repeated, then ordinary words: char repetition ratios from 0 to 1
+            unit = "".join(rng.choice("xyz") for _ in range(rng.randint(1, 3)))
+            out.append(unit * rng.randint(5, 60) + " " + base)
+    return out
+
+
+def test_repeats_upper_bound_is_exact_or_above():
+    import numpy as np
+
+    from domainft.data.clean import _char_tokens, repeats_upper_bound
+
+    texts = _repetitive_corpus()
+    toks = [_char_tokens(t) for t in texts]
+    bound = repeats_upper_bound(np.concatenate(toks).astype(np.uint64), np.array([len(t) for t in toks]), 10)
+    exact = [max(len(t) - 9, 0) - len({t[i:i + 10] for i in range(len(t) - 9)}) for t in texts]
+    assert all(b >= e for b, e in zip(bound, exact))
+    assert sum(bound) == sum(exact) > 10_000  # 34-bit hashes: no collision in a few hundred texts
+
+
+def test_clean_batch_decides_as_the_exact_ratios(monkeypatch):
+    """The hashed bound only skips texts that cannot exceed a threshold: forcing the exact ratio
+    everywhere gives the same kept turns, rejections and counts."""
+    import numpy as np
+
+    import domainft.data.clean as cl
+
+    drafts = [draft(answer=a) for a in _repetitive_corpus()]
+    cfg = CleanParams(min_output_chars=1)
+    fast_stats, exact_stats = CleanStats(), CleanStats()
+    fast = cl.clean_batch(drafts, cfg, fast_stats)
+    monkeypatch.setattr(cl, "_may_exceed", lambda texts, tokens, threshold: np.ones(len(texts), dtype=bool))
+    exact = cl.clean_batch(drafts, cfg, exact_stats)
+
+    def show(r):
+        return (r.reason, r.detail) if isinstance(r, RecordError) else r
+
+    assert [show(r) for r in fast] == [show(r) for r in exact]
+    assert fast_stats == exact_stats
+    assert 30 < exact_stats.removed["char_repetition"] and 30 < exact_stats.removed["word_repetition"]
+    assert sum(not isinstance(r, RecordError) for r in fast) > 100
+
+
+def test_ascii_fast_path_skips_only_text_no_operator_changes():
+    import random
+
+    from domainft.data.clean import _strip_control, _unchanged_ascii
+
+    rng = random.Random(1)
+    alphabet = "ab .,\n\n\t\r&;\x1b\x00\x0b\x0c\x1c\x7f\u00a0é"
+    skipped = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        if _unchanged_ascii(text):
+            skipped += 1
+            assert fix_unicode(text) == _strip_control(text) == normalize_whitespace(text) == text, repr(text)
+    assert skipped > 500

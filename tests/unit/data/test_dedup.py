@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from domainft.data import dedup
 
@@ -63,3 +64,11 @@ def test_exact_duplicates_and_components():
 def test_lsh_params_favour_recall():
     b, r = dedup.lsh_params(0.8, 128)
     assert b * r <= 128 and 1 - (1 - 0.8 ** r) ** b > 0.85
+
+
+@pytest.mark.parametrize("num_perm", [16, 64, 128, 256])
+def test_lsh_params_are_datasketchs_choice(num_perm):
+    from datasketch.lsh import _optimal_param
+
+    for threshold in [x / 20 for x in range(1, 20)]:
+        assert dedup.lsh_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.1, 0.9)

@@ -136,7 +136,7 @@ def test_worker_processes_report_a_malformed_record_with_on_error_fail(messy_raw
         prepare(p.prepare, p.domain.system_prompt)
 
 
-def test_workers_stay_one_for_small_or_single_file_input(tmp_path):
+def test_workers_stay_one_for_small_input(tmp_path):
     from domainft.data.prepare import PARALLEL_MIN_BYTES, _workers
 
     small = [tmp_path / "a", tmp_path / "b"]
@@ -144,8 +144,64 @@ def test_workers_stay_one_for_small_or_single_file_input(tmp_path):
         f.write_text("x")
     big = tmp_path / "big"
     big.write_bytes(b"x" * PARALLEL_MIN_BYTES)
-    assert _workers(0, small) == 1 and _workers(4, [big]) == 1
-    assert _workers(4, [big, small[0]]) == 2 and _workers(1, [big, small[0]]) == 1
+    assert _workers(0, small) == 1 and _workers(1, [big]) == 1
+    assert _workers(4, [big]) == 4 and _workers(2, [big, small[0]]) == 2  # prepare caps it at the parts
+
+
+def _chunky_raw(raw):
+    """A JSONL file with a BOM, CRLF, blank lines, malformed lines, a mid-file BOM line and near
+    duplicates far apart; a JSON array; a chat log stored as JSONL (one turn per line)."""
+    from conftest import alpaca, sentence
+
+    raw.mkdir(parents=True)
+    lines = []
+    for i in range(300):
+        lines.append(json.dumps(alpaca(i)))
+        if i % 37 == 5:
+            lines += ["", '{"instruction": "cut', "\ufeff" + json.dumps(alpaca(5000 + i))]
+    lines.append(json.dumps(alpaca(7, output=sentence(1007, 16).replace(".", "!"))))  # near duplicate of line 8
+    lines.append(json.dumps(alpaca(3)))  # exact duplicate
+    (raw / "big.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    (raw / "array.json").write_text(json.dumps([alpaca(900 + i) for i in range(60)]))
+    turns = [{"session_id": f"S{i // 2}", "role": "user" if i % 2 == 0 else "assistant",
+              "text": sentence(800 + i, 10)} for i in range(80)]
+    (raw / "log.jsonl").write_text("\n".join(json.dumps(t) for t in turns) + "\n")
+
+
+def test_jsonl_chunks_give_the_same_output_as_the_whole_file(tmp_path, monkeypatch):
+    """Line ranges of a large JSONL file read by 2 workers: same records, rejects (file, line,
+    reason), duplicates across chunks and counts as one process; chat logs and arrays stay whole."""
+    import domainft.data.prepare as prep
+    from domainft.data.ingest import jsonl_chunks
+
+    raw = tmp_path / "data" / "raw"
+    _chunky_raw(raw)
+    chunks = jsonl_chunks(raw / "big.jsonl", "big.jsonl", 4000)
+    assert chunks is not None and len(chunks) >= 5
+    assert [c.start for c in chunks[1:]] == [c.end for c in chunks[:-1]] and chunks[-1].end == (raw / "big.jsonl").stat().st_size
+    data = (raw / "big.jsonl").read_bytes()
+    assert all(data[c.start - 1:c.start] == b"\n" and c.first_line == data.count(b"\n", 0, c.start) + 1 for c in chunks[1:])
+    assert jsonl_chunks(raw / "log.jsonl", "log.jsonl", 1000) is None  # chatlog: grouped across the file
+    assert jsonl_chunks(raw / "array.json", "array.json", 1000) is None
+
+    p1 = _params(raw, workers=1)
+    one = prepare(p1.prepare, p1.domain.system_prompt)
+    monkeypatch.setattr(prep, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(prep, "CHUNK_MIN_BYTES", 4000)
+    p2 = _params(raw, workers=2)
+    assert len(prep._plan(prep.list_raw_files(raw, [], ["*"]), p2.prepare, 2)) >= 7
+    two = prepare(p2.prepare, p2.domain.system_prompt)
+    assert two.metrics["workers"] == 2
+    assert [r.to_json() for r in two.records] == [r.to_json() for r in one.records]
+    assert [r.to_json() for r in two.rejects] == [r.to_json() for r in one.rejects]
+    drop = ("seconds", "records_per_s", "workers")
+    assert {k: v for k, v in two.metrics.items() if k not in drop} == {k: v for k, v in one.metrics.items() if k not in drop}
+    big = one.metrics["files"][f"{raw}/big.jsonl"]
+    assert big["read"] == 318 and big["rejected_by_reason"] == {"exact_duplicate": 1, "invalid_json": 16,
+                                                                  "near_duplicate": 1}
+    cut = [r.line for r in one.rejects if r.reason == "invalid_json"]
+    assert cut[:2] == [8, 9] and len(cut) == 16  # line 7 blank, 8 cut, 9 starts with a BOM
+    assert one.metrics["files"][f"{raw}/log.jsonl"]["kept"] == 40
 
 
 def _project(tmp_path, monkeypatch, files: dict[str, bytes], params: dict | None = None):
