@@ -28,6 +28,7 @@ from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean_batch
 from domainft.data.ingest import Chunk, iter_file, jsonl_chunks, match_glob
 from domainft.data.pii import Redactor
+from domainft.data.pool import process_pool
 from domainft.data.records import (Record, RecordError, Reject, content_key, has_big_float, record_id,
                                    with_system)
 from domainft.errors import DomainftError
@@ -101,10 +102,8 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     tasks = _plan(paths, params, workers)
     workers = min(workers, len(tasks))
     if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
         order = sorted(range(len(tasks)), key=lambda i: -tasks[i].size)  # largest first
-        with ProcessPoolExecutor(workers) as pool:  # the platform's default start method (fork on Linux)
+        with process_pool(workers) as pool:
             futures = {i: pool.submit(_read_part, tasks[i], params, system_prompt) for i in order}
             parts = [futures[i].result() for i in range(len(tasks))]
     else:

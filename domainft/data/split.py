@@ -110,9 +110,9 @@ def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
     split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
     pool = None
     if workers > 1 and prompts and len(rows) >= PARALLEL_MIN_RECORDS:
-        from concurrent.futures import ProcessPoolExecutor
+        from domainft.data.pool import process_pool
 
-        pool = ProcessPoolExecutor(1)
+        pool = process_pool(1)
         near_conv = pool.submit(_near_cross_pairs, conv, split_of, threshold, ngram)
     try:
         prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
