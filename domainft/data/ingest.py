@@ -167,7 +167,7 @@ def jsonl_chunks(path: Path, rel: str, chunk_bytes: int, *, schema: str | None =
             return None
     except json.JSONDecodeError:
         return None
-    keys = _sniff_keys(_json_objects(text))
+    keys = _sniff_keys(_json_lines(_head_lines(text)))  # what _json_objects(text) reads for JSONL
     if (schema or detect_schema(resolve_fields(keys, columns or {}))) == "chatlog":
         return None
     chunks, start, line = [], 0, 1
@@ -178,6 +178,16 @@ def jsonl_chunks(path: Path, rel: str, chunk_bytes: int, *, schema: str | None =
         line += data.count(b"\n", start, end)
         start = end
     return chunks if len(chunks) > 1 else None
+
+
+def _head_lines(text: str) -> list[str]:
+    """The first lines of ``text`` holding :data:`SNIFF_ROWS` non-blank lines (all lines if fewer)."""
+    cut = 4 * SNIFF_ROWS
+    while True:
+        lines = text.split("\n", cut)
+        if len(lines) <= cut or sum(1 for ln in lines[:-1] if ln.strip()) >= SNIFF_ROWS:
+            return lines[:-1] if len(lines) > cut else lines
+        cut *= 4
 
 
 def _sniff_keys(items: list | Iterator) -> list[str]:

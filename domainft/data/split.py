@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -97,13 +97,16 @@ def assign(records: list[Record], params) -> tuple[dict[str, list[Record]], dict
 
 
 def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
-            group_by: str = "cluster", prompts: bool = True, workers: int = 1) -> dict[str, int]:
+            group_by: str = "cluster", prompts: bool = True, workers: int = 1,
+            meanwhile: Callable[[], None] | None = None) -> dict[str, int]:
     """Count cross-split overlaps (see module docstring); every value should be 0.
 
     Near pairs: candidates from a MinHash LSH pass with seed :data:`LEAK_SEED`, counted when their
     *exact* character n-gram Jaccard similarity is >= ``threshold``. With ``workers`` > 1 and at
     least :data:`PARALLEL_MIN_RECORDS` records, the near-duplicate pass over the conversations runs
-    in a second process while this one checks the prompts (same counts either way).
+    in a second process while this one checks the prompts. ``meanwhile`` (e.g. writing the split
+    files) is called once, after the prompt checks, so that it overlaps the second process's work.
+    The counts are the same either way.
     """
     rows = [(s, r) for s in SPLITS for r in splits.get(s, [])]
     conv = [content_key(r.messages) for _, r in rows]
@@ -130,6 +133,8 @@ def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
             report[name] = sum(1 for v in seen.values() if len(v) > 1)
         if prompts:
             report["near_prompts"] = _near_cross_pairs(prompt, split_of, threshold, ngram)
+        if meanwhile is not None:
+            meanwhile()
         report["near_conversations"] = (near_conv.result() if pool is not None
                                         else _near_cross_pairs(conv, split_of, threshold, ngram))
     finally:

@@ -1,7 +1,8 @@
 """``split`` stage: data/processed/records.jsonl -> data/splits/{train,val,test}.jsonl + metrics/split.json.
 
 Reads params ``split`` and ``prepare.out_dir`` / ``prepare.dedup`` (threshold, ngram and
-prompt_clusters for the leakage check); see :mod:`domainft.data.split`.
+prompt_clusters for the leakage check) and ``prepare.workers`` (more than one: the leakage check
+uses a second process); see :mod:`domainft.data.split`.
 """
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ def run(params) -> dict:
     if not splits["val"] and params.split.val_fraction > 0:
         log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
                     len(records), params.split.val_fraction)
+
+    def write_splits():
+        for name, rows in splits.items():
+            write_jsonl(Path(params.split.out_dir) / f"{name}.jsonl", rows)
+
     d = params.prepare.dedup
     metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
-                                 workers=params.prepare.workers or os.cpu_count() or 1)
-    for name, rows in splits.items():
-        write_jsonl(Path(params.split.out_dir) / f"{name}.jsonl", rows)
+                                 workers=params.prepare.workers or os.cpu_count() or 1, meanwhile=write_splits)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     write_metrics("split", metrics)
     log.info("split: %s, leakage %s", metrics["sizes"], metrics["leakage"]["total"])
