@@ -24,11 +24,12 @@ BATCH = 20_000  # records per vectorised batch (bounds temporaries to ~100 MB)
 
 def _mix(h: np.ndarray, seed: int) -> np.ndarray:
     """xorshift-multiply-xorshift finaliser (the first half of murmur3 fmix64), in place, wrapping uint64."""
+    tmp = np.empty_like(h)
     with np.errstate(over="ignore"):
         h ^= U64(seed * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF)
-        h ^= h >> U64(33)
+        h ^= np.right_shift(h, U64(33), out=tmp)
         h *= U64(0xFF51AFD7ED558CCD)
-        h ^= h >> U64(29)
+        h ^= np.right_shift(h, U64(29), out=tmp)
         return h
 
 
@@ -37,10 +38,10 @@ def _shingle_hashes(texts: list[str], n: int, seed: int) -> tuple[np.ndarray, np
     shorter than n are padded with NUL so each text yields at least one n-gram."""
     texts = [t if len(t) >= n else t.ljust(n, "\x00") for t in texts]
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(U64)
+    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
     total = len(cp) - n + 1
-    h = cp[:total].copy()
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # Horner: h = ((c0 * P + c1) * P + c2) ... (mod 2**64)
+        h = cp[:total].astype(U64)
         for j in range(1, n):
             h *= _PRIME
             h += cp[j:j + total]
