@@ -8,8 +8,9 @@ FAQ CSV 20%, chat log CSV 15% with 2-4 turns per session), 10% Chinese, 5% near 
 earlier record with one word changed), 1% placeholder inputs, 0.2% malformed JSON lines, a few
 emails/phone numbers. It runs the real stages (``domainft.stages.prepare.run`` and
 ``domainft.stages.split.run``, outputs written) in a temporary folder and reports end-to-end
-records/s, CPU seconds (workers included) and peak RSS (the main process, and the largest worker
-process when prepare reads files in parallel; both can be resident at once). The baseline is plain
+records/s, CPU seconds (worker processes included) and peak RSS: the main process, the largest
+other process (prepare's workers, split's second process) and the peak of all of them together
+(sampled every 50 ms with psutil). The baseline is plain
 datasketch: ``MinHash(num_perm=128)`` updated with every character 5-gram of the same normalised
 texts plus ``MinHashLSH(threshold=0.8)`` insert and
 query, timed on ``--baseline`` records and reported in records/s; the ratio compares the whole
@@ -128,10 +129,60 @@ def baseline_datasketch(texts: list[str], ngram: int = 5, num_perm: int = 128, t
     return len(texts) / (time.perf_counter() - t0)
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its finished children (prepare's workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+class ProcessTreeSampler:
+    """Samples this process and its descendants (prepare's fork server and workers, split's second
+    process) every ``interval`` s with psutil: CPU seconds of every process seen (its last sample;
+    descendants started after the first sample count in full), each one's peak RSS and the peak of
+    their summed RSS. RUSAGE_CHILDREN would miss the workers: they are children of the fork server.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        import threading
+
+        import psutil
+
+        self.me, self.interval = psutil.Process(), interval
+        self.cpu: dict[int, float] = {}
+        self.rss: dict[int, int] = {}
+        self.peak_total_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        total = 0
+        for p in [self.me, *self.me.children(recursive=True)]:
+            try:
+                with p.oneshot():
+                    t, rss = p.cpu_times(), p.memory_info().rss
+            except psutil.Error:
+                continue
+            self.cpu[p.pid] = t.user + t.system
+            self.rss[p.pid] = max(self.rss.get(p.pid, 0), rss)
+            total += rss
+        self.peak_total_rss = max(self.peak_total_rss, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "ProcessTreeSampler":
+        self._sample()
+        self.cpu0 = dict(self.cpu)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def cpu_seconds(self) -> float:
+        return sum(v - self.cpu0.get(pid, 0.0) for pid, v in self.cpu.items())
+
+    def peak_descendant_rss_mib(self) -> float:
+        return max((v for pid, v in self.rss.items() if pid != self.me.pid), default=0) / 2**20
 
 
 def main() -> None:
@@ -156,13 +207,13 @@ def main() -> None:
         size_mb = sum(p.stat().st_size for p in (root / "data" / "raw").iterdir()) / 2**20
         os.chdir(root)
         params = parse_params({"prepare": {"workers": args.workers}})
-        t0, c0 = time.perf_counter(), _cpu_seconds()
-        pm = prepare_stage.run(params)
-        t1 = time.perf_counter()
-        sm = split_stage.run(params)
-        t2, c2 = time.perf_counter(), _cpu_seconds()
+        with ProcessTreeSampler() as tree:
+            t0 = time.perf_counter()
+            pm = prepare_stage.run(params)
+            t1 = time.perf_counter()
+            sm = split_stage.run(params)
+            t2 = time.perf_counter()
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        worker_peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         records = read_records("data/processed/records.jsonl")
         texts = [content_key(r.messages) for r in records]
         t3 = time.perf_counter()
@@ -175,10 +226,11 @@ def main() -> None:
     result = {
         "records": read, "raw_mib": round(size_mb, 1), "generate_s": round(gen_s, 1),
         "prepare_s": round(t1 - t0, 2), "split_s": round(t2 - t1, 2), "records_per_s": round(e2e),
-        "cpu_s": round(c2 - c0, 2), "records_per_cpu_s": round(read / (c2 - c0)),
+        "cpu_s": round(tree.cpu_seconds(), 2), "records_per_cpu_s": round(read / tree.cpu_seconds()),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mib": round(peak_mib), "workers": pm.get("workers", 1),
-        "largest_worker_peak_rss_mib": round(worker_peak_mib),
+        "largest_other_process_peak_rss_mib": round(tree.peak_descendant_rss_mib()),
+        "peak_rss_all_processes_mib": round(tree.peak_total_rss / 2**20),
         "kept": pm["totals"]["kept"],
         "rejected_by_reason": pm["totals"]["rejected_by_reason"], "split_sizes": sm["sizes"],
         "leakage_total": sm["leakage"]["total"],
