@@ -39,19 +39,6 @@ class PrepareError(DomainftError, RuntimeError):
 
 
 @dataclass
-class _Candidate:
-    file: str
-    line: int
-    schema: str
-    raw: Any
-    messages: list[dict[str, str]]
-    group: str | None
-    meta: dict[str, Any]
-    key: str = ""  # content_key(messages), computed once
-    row: int = -1  # row of this candidate in the stacked signature arrays
-
-
-@dataclass
 class PrepareResult:
     records: list[Record]
     rejects: list[Reject]
@@ -111,19 +98,23 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     stats, pii_counts, pii_modified = CleanStats(), Counter(), 0
     files: dict[str, dict[str, Any]] = {}
     rejects: list[Reject] = []
-    cands: list[_Candidate] = []
+    records: list[Record] = []
+    raws, keys = [], []  # per record: its raw content (for a duplicate's reject) and content_key
     for part in parts:
         _merge_file_metrics(files.setdefault(part.rel, _file_metrics()), part.fm)
         rejects += part.rejects
-        cands += part.cands
+        for rid, messages, line, schema, group, meta, raw, key in part.rows:
+            records.append(Record(rid, messages, {"file": part.rel, "line": line, "schema": schema}, "", group, meta))
+            raws.append(raw)
+            keys.append(key)
         stats.modified.update(part.stats.modified)
         stats.removed.update(part.stats.removed)
         pii_counts.update(part.pii_counts)
         pii_modified += part.pii_modified
     sig = _stack([p.sig for p in parts])
     psig = _stack([p.psig for p in parts])
-    keep, pairs, dd = _dedup(cands, sig, params.dedup, rejects, files)
-    records = _build(keep, pairs, psig, params.dedup)
+    keep, pairs, dd = _dedup(records, raws, keys, sig, params.dedup, rejects, files)
+    records = _cluster([records[i] for i in keep], keep, pairs, psig, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
     rejects.sort(key=lambda r: (r.file, r.line))
@@ -200,13 +191,15 @@ def _stack(arrays: list) -> np.ndarray | None:
 
 @dataclass
 class _FilePart:
-    """What one part contributed: its file's counts, rejects, candidates, operator counts and the
-    MinHash signatures of its candidates' conversations (``sig``) and prompts (``psig``)."""
+    """What one part contributed: its file's counts, rejects, operator counts, the cleaned records
+    as tuples ``(id, messages, line, schema, group, meta, raw, content_key)`` (tuples pickle back
+    from a worker about twice as fast as objects) and the MinHash signatures of their conversations
+    (``sig``) and prompts (``psig``), row i = ``rows[i]``."""
 
     rel: str
     fm: dict[str, Any]
     rejects: list[Reject]
-    cands: list[_Candidate]
+    rows: list[tuple]
     stats: CleanStats
     pii_counts: Counter
     pii_modified: int
@@ -255,69 +248,77 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
                 if item.draft.repairs:
                     meta["repairs"] = item.draft.repairs
                 messages = with_system(messages, system_prompt)
-                part.cands.append(_Candidate(rel, item.line, item.schema, item.raw, messages, item.draft.group, meta,
-                                             content_key(messages)))
+                key = content_key(messages)
+                part.rows.append((record_id(messages, key), messages, item.line, item.schema, item.draft.group, meta,
+                                  item.raw, key))
     except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
         fm["read"] += 1
         reject(0, err.kind, err.reason, err.detail, None, None)
     if redactor is not None:
         part.pii_counts = redactor.counts
     d = params.dedup
-    if part.cands and (d.near or d.prompt_clusters):
-        part.sig = dedup.signatures([c.key for c in part.cands], d.num_perm, d.ngram)
-    if part.cands and d.prompt_clusters:
-        part.psig = dedup.signatures([content_key(c.messages, ("user",)) for c in part.cands], d.num_perm, d.ngram)
+    if part.rows and (d.near or d.prompt_clusters):
+        part.sig = dedup.signatures([row[7] for row in part.rows], d.num_perm, d.ngram)
+    if part.rows and d.prompt_clusters:
+        part.psig = dedup.signatures([content_key(row[1], ("user",)) for row in part.rows], d.num_perm, d.ngram)
     return part
 
 
-def _dedup(cands: list[_Candidate], sig: np.ndarray | None, cfg, rejects: list[Reject],
-           files) -> tuple[list[_Candidate], list, dict]:
-    """Drop exact then near duplicates (kept = first); return kept, their conversation-similarity
-    pairs at ``threshold - cluster_margin`` (for clustering) and counts. ``sig``: the candidates'
-    conversation signatures (row i = cands[i]); each candidate's ``row`` is set to its row."""
-    def drop(c: _Candidate, reason: str, detail: str):
-        rejects.append(Reject(c.file, c.line, "duplicate", reason, detail, c.raw, c.schema))
-        files[c.file]["rejected"] += 1
-        files[c.file]["rejected_by_reason"][reason] += 1
+def _dedup(records: list[Record], raws: list, keys: list[str], sig: np.ndarray | None, cfg,
+           rejects: list[Reject], files) -> tuple[list[int], list, dict]:
+    """Drop exact then near duplicates (kept = first).
+
+    Args:
+        records, raws, keys: every cleaned record, its raw content and its content_key.
+        sig: their conversation signatures (row i = records[i]).
+
+    Returns:
+        (indices of the kept records, their conversation-similarity pairs at ``threshold -
+        cluster_margin`` as positions in that list, counts).
+    """
+    def drop(i: int, reason: str, detail: str):
+        src = records[i].source
+        rejects.append(Reject(src["file"], src["line"], "duplicate", reason, detail, raws[i], src["schema"]))
+        files[src["file"]]["rejected"] += 1
+        files[src["file"]]["rejected_by_reason"][reason] += 1
+
+    def where(i: int) -> str:
+        return f"{records[i].source['file']}:{records[i].source['line']}"
 
     dd = {"exact_duplicates": 0, "near_duplicates": 0}
-    for i, c in enumerate(cands):
-        c.row = i
+    idx = list(range(len(records)))
     if cfg.exact:
-        dups = dedup.exact_duplicates([c.key for c in cands])
+        dups = dedup.exact_duplicates(keys)
         for i, first in dups.items():
-            drop(cands[i], "exact_duplicate", f"same normalised text as {cands[first].file}:{cands[first].line}")
+            drop(i, "exact_duplicate", f"same normalised text as {where(first)}")
         dd["exact_duplicates"] = len(dups)
-        cands = [c for i, c in enumerate(cands) if i not in dups]
-    if not (cfg.near or cfg.prompt_clusters) or len(cands) < 2:
-        return cands, [], dd
-    pairs = dedup.similar_pairs(sig[[c.row for c in cands]], max(0.05, cfg.threshold - cfg.cluster_margin))
+        idx = [i for i in idx if i not in dups]
+    if not (cfg.near or cfg.prompt_clusters) or len(idx) < 2:
+        return idx, [], dd
+    pairs = dedup.similar_pairs(sig[idx], max(0.05, cfg.threshold - cfg.cluster_margin))
     if not cfg.near:
-        return cands, pairs, dd
-    near = dedup.near_duplicates(len(cands), pairs, cfg.threshold)
-    for i, (root, match, sim) in sorted(near.items()):
-        m = cands[match]
-        drop(cands[i], "near_duplicate", f"Jaccard~{sim:.2f} with {m.file}:{m.line}; kept {cands[root].file}:{cands[root].line}")
+        return idx, pairs, dd
+    near = dedup.near_duplicates(len(idx), pairs, cfg.threshold)
+    for p, (root, match, sim) in sorted(near.items()):
+        drop(idx[p], "near_duplicate", f"Jaccard~{sim:.2f} with {where(idx[match])}; kept {where(idx[root])}")
     dd["near_duplicates"] = len(near)
-    index = {}
+    position = {}
     kept = []
-    for i, c in enumerate(cands):
-        if i not in near:
-            index[i] = len(kept)
-            kept.append(c)
-    pairs = [(index[i], index[j], s) for i, j, s in pairs if i in index and j in index]
+    for p, i in enumerate(idx):
+        if p not in near:
+            position[p] = len(kept)
+            kept.append(i)
+    pairs = [(position[i], position[j], s) for i, j, s in pairs if i in position and j in position]
     return kept, pairs, dd
 
 
-def _build(cands: list[_Candidate], pairs: list, psig: np.ndarray | None, cfg) -> list[Record]:
-    """Records with cluster = id of the first record of their component, linking conversation pairs
-    and (``prompt_clusters``) prompt pairs with similarity >= threshold - cluster_margin (``psig``:
-    prompt signatures, row ``c.row`` for candidate c)."""
-    records = [Record(record_id(c.messages, c.key or None), c.messages,
-                      {"file": c.file, "line": c.line, "schema": c.schema}, "", c.group, c.meta) for c in cands]
+def _cluster(records: list[Record], rows: list[int], pairs: list, psig: np.ndarray | None, cfg) -> list[Record]:
+    """Set each record's cluster to the id of the first record of its component, linking
+    conversation ``pairs`` and (``prompt_clusters``) prompt pairs with similarity >= threshold -
+    cluster_margin (``psig[rows[k]]`` = prompt signature of ``records[k]``)."""
     links = list(pairs)
     if cfg.prompt_clusters and len(records) > 1:
-        links += dedup.similar_pairs(psig[[c.row for c in cands]], max(0.05, cfg.threshold - cfg.cluster_margin))
+        links += dedup.similar_pairs(psig[rows], max(0.05, cfg.threshold - cfg.cluster_margin))
     comp = dedup.Components.of(len(records), links)
     for i, r in enumerate(records):
         r.cluster = records[comp.find(i)].id
