@@ -204,8 +204,8 @@ def content_key(messages: list[dict[str, str]], roles: tuple[str, ...] = ("user"
     default so that changing ``domain.system_prompt`` changes no id.
     """
     # " ".join(s.split()) equals re.sub(r"\s+", " ", s).strip(): both split on str.isspace(); faster
-    parts = [f"{m['role']}\x00{' '.join(m['content'].split())}" for m in messages if m["role"] in roles]
-    return unicodedata.normalize("NFKC", "\x01".join(parts)).casefold()
+    text = "\x01".join([f"{m['role']}\x00{' '.join(m['content'].split())}" for m in messages if m["role"] in roles])
+    return (text if text.isascii() else unicodedata.normalize("NFKC", text)).casefold()  # ASCII is NFKC already
 
 
 def record_id(messages: list[dict[str, str]], key: str | None = None) -> str:

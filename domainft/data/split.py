@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from typing import Any, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,57 +98,57 @@ def assign(records: list[Record], params) -> tuple[dict[str, list[Record]], dict
     return out, metrics
 
 
-def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int,
-            group_by: str = "cluster", prompts: bool = True, workers: int = 1,
-            meanwhile: Callable[[], None] | None = None) -> dict[str, int]:
+def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int, group_by: str = "cluster",
+            prompts: bool = True, near_conversations: int | Future | None = None) -> dict[str, int]:
     """Count cross-split overlaps (see module docstring); every value should be 0.
 
     Near pairs: candidates from a MinHash LSH pass with seed :data:`LEAK_SEED`, counted when their
-    *exact* character n-gram Jaccard similarity is >= ``threshold``. With ``workers`` > 1 and at
-    least :data:`PARALLEL_MIN_RECORDS` records, the near-duplicate pass over the conversations runs
-    in a second process while this one checks the prompts. ``meanwhile`` (e.g. writing the split
-    files) is called once, after the prompt checks, so that it overlaps the second process's work.
-    The counts are the same either way.
+    *exact* character n-gram Jaccard similarity is >= ``threshold``.
+
+    Args:
+        near_conversations: that count when another process computes it
+            (:func:`near_conversation_leaks`), as an int or a Future of one; None = computed here.
     """
     rows = [(s, r) for s in SPLITS for r in splits.get(s, [])]
     conv = [content_key(r.messages) for _, r in rows]
+    prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
+    checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
+    if group_by == "group":
+        checks.append(("groups", [r.group for _, r in rows]))
+    if prompts:
+        checks.append(("exact_prompts", prompt))
+    report: dict[str, int] = {}
+    for name, values in checks:  # values found in more than one split
+        first: dict[Any, str] = {}
+        leaked = set()
+        for (s, _), v in zip(rows, values):
+            if v is not None and v != "" and first.setdefault(v, s) != s:
+                leaked.add(v)
+        report[name] = len(leaked)
     split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
-    pool = None
-    if workers > 1 and prompts and len(rows) >= PARALLEL_MIN_RECORDS:
-        from domainft.data.pool import process_pool
-
-        pool = process_pool(1)
-        near_conv = pool.submit(_near_cross_pairs, conv, split_of, threshold, ngram)
-    try:
-        prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
-        checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
-        if group_by == "group":
-            checks.append(("groups", [r.group for _, r in rows]))
-        if prompts:
-            checks.append(("exact_prompts", prompt))
-        report: dict[str, int] = {}
-        for name, values in checks:
-            seen: dict[Any, set[str]] = defaultdict(set)
-            for (s, _), v in zip(rows, values):
-                if v is not None and v != "":
-                    seen[v].add(s)
-            report[name] = sum(1 for v in seen.values() if len(v) > 1)
-        if prompts:
-            report["near_prompts"] = _near_cross_pairs(prompt, split_of, threshold, ngram)
-        if meanwhile is not None:
-            meanwhile()
-        report["near_conversations"] = (near_conv.result() if pool is not None
-                                        else _near_cross_pairs(conv, split_of, threshold, ngram))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    order = [*(name for name, _ in checks), "near_conversations", "near_prompts"]
-    report = {k: report[k] for k in order if k in report}
+    if near_conversations is None:
+        near_conversations = _near_cross_pairs(conv, split_of, threshold, ngram)
+    if prompts:
+        prompt_count = _near_cross_pairs(prompt, split_of, threshold, ngram)
+    report["near_conversations"] = (near_conversations.result() if isinstance(near_conversations, Future)
+                                    else int(near_conversations))
+    if prompts:
+        report["near_prompts"] = prompt_count
     report["total"] = sum(report.values())
     return report
 
 
-PARALLEL_MIN_RECORDS = 20_000  # below this, starting a process costs more than the leakage check it shares
+def near_conversation_leaks(records_path: str | Path, params, threshold: float, ngram: int) -> int:
+    """``near_conversations`` of :func:`leakage`, from records.jsonl on its own: reads the records,
+    assigns them with ``params`` (:class:`domainft.config.SplitParams`; deterministic, so the same
+    splits as the caller's) and runs the near pass. The split stage runs it in a second process
+    from the start, while it reads, assigns and checks everything else itself."""
+    from domainft.data.prepare import read_records
+
+    splits, _ = assign(read_records(records_path), params)
+    rows = [(s, r) for s in SPLITS for r in splits[s]]
+    split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
+    return _near_cross_pairs([content_key(r.messages) for _, r in rows], split_of, threshold, ngram)
 
 
 def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:

@@ -1,18 +1,20 @@
 """``split`` stage: data/processed/records.jsonl -> data/splits/{train,val,test}.jsonl + metrics/split.json.
 
 Reads params ``split`` and ``prepare.out_dir`` / ``prepare.dedup`` (threshold, ngram and
-prompt_clusters for the leakage check) and ``prepare.workers`` (more than one: the leakage check
-uses a second process); see :mod:`domainft.data.split`.
+prompt_clusters for the leakage check) and ``prepare.workers`` (not 1: the leakage check uses a
+second process); see :mod:`domainft.data.split`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
 
 from domainft.data.prepare import read_records, write_jsonl
-from domainft.data.split import assign, leakage
+from domainft.data.pool import process_pool
+from domainft.data.split import assign, leakage, near_conversation_leaks
 from domainft.errors import DomainftError
 from domainft.stages import write_metrics
 
@@ -26,6 +28,10 @@ class SplitError(DomainftError, RuntimeError):
 def run(params) -> dict:
     """Split, check leakage, write the three files and metrics/split.json.
 
+    With ``prepare.workers`` other than 1 and records.jsonl of at least
+    :data:`PARALLEL_MIN_BYTES`, a second process computes the costliest leakage count (near
+    duplicate conversations, :func:`~domainft.data.split.near_conversation_leaks`) from the start.
+
     Raises:
         SplitError: records.jsonl missing, or train or test empty (val may be empty: logged).
     """
@@ -33,24 +39,30 @@ def run(params) -> dict:
     src = Path(params.prepare.out_dir) / "records.jsonl"
     if not src.exists():
         raise SplitError(f"{src} not found; run the prepare stage first")
-    records = read_records(src)
-    splits, metrics = assign(records, params.split)
-    empty = [name for name in ("train", "test") if not splits[name]]
-    if empty:
-        raise SplitError(f"{' and '.join(empty)} split empty with {len(records)} records from {src} "
-                         f"(sizes {metrics['sizes']}); add data or change split.test_fraction / val_fraction")
-    if not splits["val"] and params.split.val_fraction > 0:
-        log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
-                    len(records), params.split.val_fraction)
-
-    def write_splits():
+    d = params.prepare.dedup
+    parallel = (params.prepare.workers or os.cpu_count() or 1) > 1 and src.stat().st_size >= PARALLEL_MIN_BYTES
+    with process_pool(1) if parallel else contextlib.nullcontext() as pool:
+        near = pool.submit(near_conversation_leaks, src, params.split, d.threshold, d.ngram) if pool else None
+        records = read_records(src)
+        splits, metrics = assign(records, params.split)
+        empty = [name for name in ("train", "test") if not splits[name]]
+        if empty:
+            if near is not None:
+                near.cancel()
+            raise SplitError(f"{' and '.join(empty)} split empty with {len(records)} records from {src} "
+                             f"(sizes {metrics['sizes']}); add data or change split.test_fraction / val_fraction")
+        if not splits["val"] and params.split.val_fraction > 0:
+            log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
+                        len(records), params.split.val_fraction)
         for name, rows in splits.items():
             write_jsonl(Path(params.split.out_dir) / f"{name}.jsonl", rows)
-
-    d = params.prepare.dedup
-    metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
-                                 workers=params.prepare.workers or os.cpu_count() or 1, meanwhile=write_splits)
+        metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
+                                     near_conversations=near)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     write_metrics("split", metrics)
     log.info("split: %s, leakage %s", metrics["sizes"], metrics["leakage"]["total"])
     return metrics
+
+
+# Below this size of records.jsonl, a second process costs more than the share of the check it takes.
+PARALLEL_MIN_BYTES = 8 * 2**20

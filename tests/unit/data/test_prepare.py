@@ -278,8 +278,9 @@ def test_split_refuses_an_empty_train_or_test_split(tmp_path, monkeypatch):
 
 
 def test_workers_start_after_rensa_threads_without_deadlock(tmp_path):
-    """A process whose rensa thread pool is running (a large MinHash batch) then runs prepare with
-    2 workers and the split's second process: forked children would hang; fork-server ones finish."""
+    """A process whose rensa thread pool is running (a large MinHash batch) then runs the prepare
+    stage with 2 workers and the split stage with its second process: forked children would hang
+    (seen); fork-server ones finish."""
     import subprocess
     import sys
     import textwrap
@@ -290,20 +291,20 @@ def test_workers_start_after_rensa_threads_without_deadlock(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, sys
         import domainft.data.prepare as prep
-        import domainft.data.split as split
+        import domainft.stages.split as split_stage
         from domainft.config import parse_params
         from domainft.data import dedup
+        from domainft.stages import prepare as prepare_stage
 
         if __name__ == "__main__":
             before = len(os.listdir("/proc/self/task"))
             dedup.signatures([f"text number {{i}} of the batch" for i in range(50_000)], 128, 5)
             print("threads", before, len(os.listdir("/proc/self/task")))
-            prep.PARALLEL_MIN_BYTES, prep.CHUNK_MIN_BYTES, split.PARALLEL_MIN_RECORDS = 0, 4000, 10
-            p = parse_params({{"prepare": {{"raw_dir": {str(raw)!r}, "workers": 2}}}})
-            res = prep.prepare(p.prepare, p.domain.system_prompt)
-            splits, _ = split.assign(res.records, p.split)
-            report = split.leakage(splits, 0.8, 5, workers=2)
-            print("done", res.metrics["workers"], len(res.records), report["total"])
+            prep.PARALLEL_MIN_BYTES, prep.CHUNK_MIN_BYTES, split_stage.PARALLEL_MIN_BYTES = 0, 4000, 0
+            p = parse_params({{"prepare": {{"raw_dir": "data/raw", "workers": 2}}}})
+            pm = prepare_stage.run(p)
+            sm = split_stage.run(p)
+            print("done", pm["workers"], pm["totals"]["kept"], sm["leakage"]["total"])
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

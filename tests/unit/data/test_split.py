@@ -73,3 +73,36 @@ def test_stratify_reports_strata():
 def test_unit_fraction_range():
     vals = [unit_fraction(str(i), "s") for i in range(1000)]
     assert 0 <= min(vals) and max(vals) < 1 and abs(sum(vals) / 1000 - 0.5) < 0.05
+
+
+def test_split_stage_second_process_counts_the_same(tmp_path, monkeypatch):
+    """The near-conversation count from records.jsonl in a second process (split stage, 2 workers)
+    equals the in-process count, with planted near duplicates in other clusters straddling splits."""
+    import json
+
+    import domainft.stages.split as split_stage
+    from domainft.config import parse_params
+    from domainft.data.prepare import write_jsonl
+    from domainft.data.split import near_conversation_leaks
+
+    records = [rec(i) for i in range(300)]
+    for i in range(0, 300, 10):  # a near copy with its own cluster: lands in a split of its own
+        a = records[i]
+        msgs = [a.messages[0], {"role": "assistant", "content": a.messages[1]["content"] + " Yes."}]
+        records.append(Record(record_id(msgs), msgs, a.source, "", None, {}))
+    monkeypatch.chdir(tmp_path)
+    write_jsonl("data/processed/records.jsonl", records)
+    p = parse_params({"prepare": {"workers": 1}})
+    splits, _ = assign(records, p.split)
+    expected = leakage(splits, 0.8, 5)["near_conversations"]
+    assert expected > 5
+    assert near_conversation_leaks("data/processed/records.jsonl", p.split, 0.8, 5) == expected
+    one = split_stage.run(p)
+    monkeypatch.setattr(split_stage, "PARALLEL_MIN_BYTES", 0)
+    pools, real_pool = [], split_stage.process_pool
+    monkeypatch.setattr(split_stage, "process_pool", lambda n: pools.append(n) or real_pool(n))
+    two = split_stage.run(parse_params({"prepare": {"workers": 2}}))
+    assert pools == [1]  # the second process did run
+    assert one["leakage"]["near_conversations"] == two["leakage"]["near_conversations"] == expected
+    assert {k: v for k, v in one.items() if k != "seconds"} == {k: v for k, v in two.items() if k != "seconds"}
+    assert json.loads((tmp_path / "metrics/split.json").read_text())["leakage"]["total"] == one["leakage"]["total"]
