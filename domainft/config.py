@@ -89,7 +89,7 @@ class PrepareParams(_Section):
     group_field: str | None = None  # record field copied into `group` (e.g. company)
     repair_roles: bool = False  # drop unknown roles / merge repeats / trim instead of rejecting
     on_error: Literal["skip", "fail"] = "skip"  # fail: any "malformed" rejection fails the stage
-    workers: int = Field(0, ge=0)  # processes reading files in parallel, from 8 MiB of raw data (0 = one per core; 1 = none)
+    workers: int = Field(0, ge=0)  # processes from 8 MiB of raw data, and for split's leakage check (0 = one per core; 1 = none)
     clean: CleanParams = CleanParams()
     pii: PiiParams = PiiParams()
     dedup: DedupParams = DedupParams()

@@ -8,6 +8,8 @@ import pytest
 from domainft.config import parse_params
 from domainft.data.prepare import PrepareError, prepare, read_records
 
+from conftest import alpaca, sentence
+
 
 def _params(raw, **prepare_kw):
     return parse_params({"prepare": {"raw_dir": str(raw), **prepare_kw}})
@@ -151,8 +153,6 @@ def test_workers_stay_one_for_small_input(tmp_path):
 def _chunky_raw(raw):
     """A JSONL file with a BOM, CRLF, blank lines, malformed lines, a mid-file BOM line and near
     duplicates far apart; a JSON array; a chat log stored as JSONL (one turn per line)."""
-    from conftest import alpaca, sentence
-
     raw.mkdir(parents=True)
     lines = []
     for i in range(300):
