@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
@@ -366,21 +366,36 @@ def write_jsonl(path: str | Path, rows) -> int:
 def read_records(path: str | Path) -> list[Record]:
     """Records of a records.jsonl / split file (raises ValueError naming file:line on bad JSON)."""
     out = []
-    with Path(path).open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(Record.from_dict(_record_dict(line)))
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{path}:{i}: not a record ({err})") from None
+    for i, d in iter_record_dicts(path):
+        try:
+            out.append(Record.from_dict(d))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{i}: not a record (missing or wrong {err})") from None
     return out
 
 
-def _record_dict(line: str) -> dict:
-    """:func:`~domainft.data.records.loads` for our own records, where numbers from the raw data can
-    only be in ``meta`` and ``group``, so only those are checked for orjson's big-integer floats."""
-    try:
-        d = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
-    return json.loads(line) if has_big_float([d.get("meta"), d.get("group")]) else d
+def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, JSON object)`` for each non-blank line of a records.jsonl / split file.
+
+    Parsed with orjson; numbers from the raw data can only be in ``meta`` and ``group``, so only
+    those are checked for orjson's big-integer floats (:func:`~domainft.data.records.loads`).
+
+    Raises:
+        ValueError: a line is not a JSON object, naming file:line.
+    """
+    with Path(path).open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                try:
+                    d = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    d = json.loads(line)
+                if not isinstance(d, dict):
+                    raise ValueError(f"a JSON {type(d).__name__}, not an object")
+                if has_big_float([d.get("meta"), d.get("group")]):
+                    d = json.loads(line)
+            except ValueError as err:  # json.JSONDecodeError is a ValueError
+                raise ValueError(f"{path}:{i}: not a record ({err})") from None
+            yield i, d

@@ -139,16 +139,26 @@ def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int, group
 
 
 def near_conversation_leaks(records_path: str | Path, params, threshold: float, ngram: int) -> int:
-    """``near_conversations`` of :func:`leakage`, from records.jsonl on its own: reads the records,
-    assigns them with ``params`` (:class:`domainft.config.SplitParams`; deterministic, so the same
-    splits as the caller's) and runs the near pass. The split stage runs it in a second process
-    from the start, while it reads, assigns and checks everything else itself."""
-    from domainft.data.prepare import read_records
+    """``near_conversations`` of :func:`leakage`, from records.jsonl on its own: streams the records,
+    keeping only each one's conversation key and what :func:`assign` reads (id, cluster, group,
+    stratum), assigns them with ``params`` (:class:`domainft.config.SplitParams`; deterministic, so
+    the same splits as the caller's) and runs the near pass. The split stage runs it in a second
+    process from the start, while it reads, assigns and checks everything else itself; keeping no
+    messages holds that process to a fraction of the first one's memory."""
+    from domainft.data.prepare import iter_record_dicts
 
-    splits, _ = assign(read_records(records_path), params)
-    rows = [(s, r) for s in SPLITS for r in splits[s]]
-    split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
-    return _near_cross_pairs([content_key(r.messages) for _, r in rows], split_of, threshold, ngram)
+    keys, light = [], []
+    for _, d in iter_record_dicts(records_path):
+        keys.append(content_key(d["messages"]))
+        meta = d.get("meta") or {}
+        stratum = {params.stratify_field: meta.get(params.stratify_field)} if params.stratify_field else {}
+        light.append(Record(d["id"], [], {}, d.get("cluster", ""), d.get("group"), stratum))
+    splits, _ = assign(light, params)
+    position = {id(r): i for i, r in enumerate(light)}
+    split_of = np.empty(len(light), dtype=np.int64)
+    for k, name in enumerate(SPLITS):
+        split_of[[position[id(r)] for r in splits[name]]] = k
+    return _near_cross_pairs(keys, split_of, threshold, ngram)
 
 
 def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:
