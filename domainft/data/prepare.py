@@ -13,6 +13,7 @@ detail and raw content (for duplicates, the record it duplicates is named in ``d
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 import json
 import time
@@ -29,8 +30,7 @@ from domainft.data.clean import CleanStats, clean_batch
 from domainft.data.ingest import Chunk, iter_file, jsonl_chunks, match_glob
 from domainft.data.pii import Redactor
 from domainft.data.pool import process_pool
-from domainft.data.records import (Record, RecordError, Reject, content_key, has_big_float, record_id,
-                                   with_system)
+from domainft.data.records import Record, RecordError, Reject, content_key, has_big_float, with_system
 from domainft.errors import DomainftError
 
 
@@ -99,21 +99,21 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     files: dict[str, dict[str, Any]] = {}
     rejects: list[Reject] = []
     records: list[Record] = []
-    raws, keys = [], []  # per record: its raw content (for a duplicate's reject) and content_key
+    raws, digests = [], []  # per record: its raw content (for a duplicate's reject), sha256 of its content_key
     for part in parts:
         _merge_file_metrics(files.setdefault(part.rel, _file_metrics()), part.fm)
         rejects += part.rejects
-        for rid, messages, line, schema, group, meta, raw, key in part.rows:
+        for rid, messages, line, schema, group, meta, raw, digest in part.rows:
             records.append(Record(rid, messages, {"file": part.rel, "line": line, "schema": schema}, "", group, meta))
             raws.append(raw)
-            keys.append(key)
+            digests.append(digest)
         stats.modified.update(part.stats.modified)
         stats.removed.update(part.stats.removed)
         pii_counts.update(part.pii_counts)
         pii_modified += part.pii_modified
     sig = _stack([p.sig for p in parts])
     psig = _stack([p.psig for p in parts])
-    keep, pairs, dd = _dedup(records, raws, keys, sig, params.dedup, rejects, files)
+    keep, pairs, dd = _dedup(records, raws, digests, sig, params.dedup, rejects, files)
     records = _cluster([records[i] for i in keep], keep, pairs, psig, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
@@ -192,7 +192,7 @@ def _stack(arrays: list) -> np.ndarray | None:
 @dataclass
 class _FilePart:
     """What one part contributed: its file's counts, rejects, operator counts, the cleaned records
-    as tuples ``(id, messages, line, schema, group, meta, raw, content_key)`` (tuples pickle back
+    as tuples ``(id, messages, line, schema, group, meta, raw, sha256 of content_key)`` (tuples pickle back
     from a worker about twice as fast as objects) and the MinHash signatures of their conversations
     (``sig``) and prompts (``psig``), row i = ``rows[i]``."""
 
@@ -212,6 +212,7 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
     rel = task.rel
     part = _FilePart(rel, _file_metrics(), [], [], CleanStats(), Counter(), 0)
     fm, stats = part.fm, part.stats
+    keys: list[str] = []  # content_key of each row, for the signatures (rows carry its sha256 only)
     redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
 
     def reject(line, kind, reason, detail, raw, schema):
@@ -249,8 +250,10 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
                     meta["repairs"] = item.draft.repairs
                 messages = with_system(messages, system_prompt)
                 key = content_key(messages)
-                part.rows.append((record_id(messages, key), messages, item.line, item.schema, item.draft.group, meta,
-                                  item.raw, key))
+                digest = hashlib.sha256(key.encode("utf-8")).digest()  # record_id(messages) is its first 16 hex
+                part.rows.append((digest[:8].hex(), messages, item.line, item.schema, item.draft.group, meta,
+                                  item.raw, digest))
+                keys.append(key)
     except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
         fm["read"] += 1
         reject(0, err.kind, err.reason, err.detail, None, None)
@@ -258,18 +261,19 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
         part.pii_counts = redactor.counts
     d = params.dedup
     if part.rows and (d.near or d.prompt_clusters):
-        part.sig = dedup.signatures([row[7] for row in part.rows], d.num_perm, d.ngram)
+        part.sig = dedup.signatures(keys, d.num_perm, d.ngram)
     if part.rows and d.prompt_clusters:
         part.psig = dedup.signatures([content_key(row[1], ("user",)) for row in part.rows], d.num_perm, d.ngram)
     return part
 
 
-def _dedup(records: list[Record], raws: list, keys: list[str], sig: np.ndarray | None, cfg,
+def _dedup(records: list[Record], raws: list, digests: list[bytes], sig: np.ndarray | None, cfg,
            rejects: list[Reject], files) -> tuple[list[int], list, dict]:
     """Drop exact then near duplicates (kept = first).
 
     Args:
-        records, raws, keys: every cleaned record, its raw content and its content_key.
+        records, raws, digests: every cleaned record, its raw content and the SHA-256 of its
+            content_key (exact duplicates share it; a collision would need a SHA-256 collision).
         sig: their conversation signatures (row i = records[i]).
 
     Returns:
@@ -288,7 +292,7 @@ def _dedup(records: list[Record], raws: list, keys: list[str], sig: np.ndarray |
     dd = {"exact_duplicates": 0, "near_duplicates": 0}
     idx = list(range(len(records)))
     if cfg.exact:
-        dups = dedup.exact_duplicates(keys)
+        dups = dedup.exact_duplicates(digests)
         for i, first in dups.items():
             drop(i, "exact_duplicate", f"same normalised text as {where(first)}")
         dd["exact_duplicates"] = len(dups)
