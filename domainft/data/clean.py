@@ -313,11 +313,12 @@ def _may_exceed(texts: list[str], tokens, threshold: float) -> np.ndarray:
         while stop < len(texts) and (chars < _BATCH_TOKENS or stop == start):
             chars += len(texts[stop])
             stop += 1
-        toks = [tokens(t) for t in texts[start:stop]]
-        lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
-        if tokens is _char_tokens:
-            flat = np.concatenate(toks).astype(_U64) if toks else np.zeros(0, _U64)
+        if tokens is _char_tokens:  # one encode for the batch: code points, lengths in characters
+            lengths = np.fromiter(map(len, texts[start:stop]), dtype=np.int64, count=stop - start)
+            flat = _char_tokens("".join(texts[start:stop])).astype(_U64)
         else:  # words: Python's str hash (equal words, equal hashes within a process)
+            toks = [tokens(t) for t in texts[start:stop]]
+            lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
             flat = np.fromiter(map(hash, itertools.chain.from_iterable(toks)), dtype=np.int64,
                                count=int(lengths.sum())).view(_U64)
         grams = np.maximum(lengths - REP_LEN + 1, 0)

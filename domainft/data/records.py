@@ -168,7 +168,7 @@ def check_roles(messages: list[dict[str, str]], repair: bool = False) -> tuple[l
                 raise RecordError("bad_role_order", f"turn {i}: system turn after the first turn")
             repairs.append("drop_system_turn")
             continue
-        if role == "assistant" and not [t for t in out if t["role"] != "system"]:
+        if role == "assistant" and (not out or (len(out) == 1 and out[0]["role"] == "system")):  # no user turn yet
             if not repair:
                 raise RecordError("bad_role_order", f"turn {i}: conversation starts with assistant")
             repairs.append("drop_leading_assistant")
@@ -179,13 +179,13 @@ def check_roles(messages: list[dict[str, str]], repair: bool = False) -> tuple[l
             out[-1] = {"role": role, "content": out[-1]["content"] + "\n\n" + content}
             repairs.append("merge_consecutive")
             continue
-        out.append({"role": role, "content": content})
+        out.append(m if len(m) == 2 else {"role": role, "content": content})  # turns are never changed in place
     while out and out[-1]["role"] == "user":
         if not repair:
             raise RecordError("bad_role_order", "conversation does not end with an assistant turn")
         out.pop()
         repairs.append("drop_trailing_user")
-    if not any(t["role"] == "assistant" for t in out):
+    if not out or out[-1]["role"] != "assistant":  # else only a system turn is left
         raise RecordError("no_exchange", "no user/assistant exchange")
     return out, repairs
 
