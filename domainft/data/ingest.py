@@ -13,6 +13,7 @@ line 1), the element index for a JSON array, the data row index for Parquet, the
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import fnmatch
 import io
@@ -27,6 +28,9 @@ from domainft.data.records import RecordError, loads
 from domainft.data.schemas import Draft, convert, convert_session, detect_schema, resolve_fields
 
 JSON_EXT = {".json", ".jsonl", ".ndjson", ".jsonlines"}
+# What the json module raises on bad text: JSONDecodeError, ValueError (an integer of over 4300
+# digits), RecursionError (nesting deeper than the interpreter's recursion limit)
+_BAD_JSON = (ValueError, RecursionError)
 TABLE_EXT = {".csv", ".tsv", ".tab", ".parquet", ".xlsx"}
 SNIFF_ROWS = 50  # records whose keys decide the schema of a JSON file
 csv.field_size_limit(1 << 30)
@@ -62,6 +66,16 @@ def match_glob(rel: str, mapping: dict[str, Any], under: str | None = None) -> A
     return None
 
 
+def is_utf8(encoding: str | None) -> bool:
+    """True for None and every name of UTF-8 or UTF-8 with BOM (``utf8``, ``u8``, ``cp65001``...)."""
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        return False
+
+
 def decode(data: bytes, file: str, encoding: str | None) -> tuple[str, EncodingProblem | None]:
     """Decode ``data``: the named encoding, else UTF-8 (BOM stripped); CRLF kept for the parsers.
 
@@ -70,7 +84,7 @@ def decode(data: bytes, file: str, encoding: str | None) -> tuple[str, EncodingP
         ``problem`` names the byte offset and line of the first bad byte.
     """
     enc = encoding or "utf-8"
-    if enc.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(b"\xef\xbb\xbf"):
+    if is_utf8(enc) and data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode(enc), None
@@ -85,7 +99,7 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
     if stripped.startswith("["):  # JSON array: line = 1-based element index
         try:
             whole = loads(text)
-        except json.JSONDecodeError:
+        except _BAD_JSON:
             whole = None  # read element by element below, to keep the elements before the error
         if isinstance(whole, list):
             yield from ((i, obj, None) for i, obj in enumerate(whole, 1))
@@ -94,23 +108,29 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
         while True:
             while pos < len(text) and text[pos] in " \t\r\n,":
                 pos += 1
+            if pos < len(text) and text[pos] == "]" and text[pos + 1:].strip():
+                line = text.count("\n", 0, pos) + 1
+                yield index + 1, text[pos + 1:pos + 2001], RecordError(
+                    "invalid_json", f"content after the array's closing ']' (line {line}) is not read; "
+                    "a file holds one JSON array or one JSON object per line")
+                return
             if pos >= len(text) or text[pos] == "]":
                 return
             index += 1
             start = pos
             try:
                 obj, pos = dec.raw_decode(text, pos)
-            except json.JSONDecodeError as err:
+            except _BAD_JSON as err:
+                where = f"line {err.lineno}, column {err.colno}): {err.msg}" if isinstance(err, json.JSONDecodeError) else f"{err!r})"
                 yield index, text[start:start + 2000], RecordError(
-                    "invalid_json", f"array element {index} (line {err.lineno}, column {err.colno}): {err.msg}; "
-                    "the rest of the file cannot be read")
+                    "invalid_json", f"array element {index} ({where}; the rest of the file cannot be read")
                 return
             yield index, obj, None
     lines = text.split("\n")
     if stripped.startswith("{") and len([ln for ln in lines if ln.strip()]) > 1:
         try:  # a single pretty-printed object, e.g. {"data": [...]}
             whole = json.loads(text)
-        except json.JSONDecodeError:
+        except _BAD_JSON:
             whole = None
         if isinstance(whole, dict):
             lists = [v for v in whole.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
@@ -128,8 +148,9 @@ def _json_lines(lines: list[str], first_line: int = 1) -> Iterator[tuple[int, An
             continue
         try:
             yield i, loads(ln), None
-        except json.JSONDecodeError as err:
-            yield i, ln, RecordError("invalid_json", f"{err.msg} at column {err.colno}")
+        except _BAD_JSON as err:
+            yield i, ln, RecordError("invalid_json", f"{err.msg} at column {err.colno}" if isinstance(
+                err, json.JSONDecodeError) else f"{type(err).__name__}: {str(err)[:200]}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +176,7 @@ def jsonl_chunks(path: Path, rel: str, chunk_bytes: int, *, schema: str | None =
     """
     if path.stat().st_size <= chunk_bytes or path.suffix.lower() in TABLE_EXT:
         return None
-    if encoding and encoding.lower().replace("-", "").replace("_", "") not in ("utf8", "utf8sig"):
+    if not is_utf8(encoding):
         return None
     data = path.read_bytes()
     text, problem = decode(data, rel, encoding)
@@ -165,7 +186,7 @@ def jsonl_chunks(path: Path, rel: str, chunk_bytes: int, *, schema: str | None =
     try:
         if not isinstance(loads(stripped.split("\n", 1)[0]), dict):
             return None
-    except json.JSONDecodeError:
+    except _BAD_JSON:
         return None
     keys = _sniff_keys(_json_lines(_head_lines(text)))  # what _json_objects(text) reads for JSONL
     if (schema or detect_schema(resolve_fields(keys, columns or {}))) == "chatlog":
@@ -228,7 +249,11 @@ def _binary_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... on a damaged file
+            raise RecordError("unreadable_file", f"{path}: not a readable Parquet file ({err})") from None
+        for i, row in enumerate(rows):
             yield i + 1, row, None
         return
     try:
@@ -237,6 +262,8 @@ def _binary_rows(path: Path) -> Iterator[tuple[int, Any, RecordError | None]]:
         frame = pd.read_excel(path, dtype=str, keep_default_na=False)
     except ImportError as err:
         raise RecordError("unsupported_format", f"{path}: XLSX needs openpyxl ({err}); export it as CSV") from None
+    except Exception as err:  # zipfile.BadZipFile, ValueError, KeyError ... on a damaged file
+        raise RecordError("unreadable_file", f"{path}: not a readable XLSX file ({type(err).__name__}: {err})") from None
     for i, row in enumerate(frame.to_dict("records")):
         yield i + 2, row, None
 
@@ -327,7 +354,10 @@ def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[
 def _sessions(items, rel, fields, group_field, repair, problem) -> Iterator[RawItem]:
     """Group chat-log rows by session (first-appearance order); turns ordered by timestamp when all parse."""
     sessions: dict[str, list[tuple[int, dict]]] = OrderedDict()
+    missing = [f for f in ("session", "role", "text") if f not in fields]
     for line, row, err in items:
+        if err is None and problem is None and missing:  # e.g. schema_overrides forced chatlog on other data
+            err = RecordError("missing_key", f"schema chatlog needs the fields {missing}; map them in prepare.columns")
         if err is None and problem is None and not isinstance(row, dict):
             err = RecordError("not_an_object", f"expected an object, got {type(row).__name__}")
         if err is None and problem is None:

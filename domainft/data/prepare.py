@@ -400,6 +400,6 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
                     raise ValueError(f"a JSON {type(d).__name__}, not an object")
                 if has_big_float([d.get("meta"), d.get("group")]):
                     d = json.loads(line)
-            except ValueError as err:  # json.JSONDecodeError is a ValueError
+            except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"{path}:{i}: not a record ({err})") from None
             yield i, d

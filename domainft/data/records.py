@@ -69,11 +69,17 @@ def has_big_float(obj: Any) -> bool:
 
 def dumps(obj: Any, default=None) -> str:
     """One-line compact JSON, UTF-8 text not escaped (orjson); objects orjson refuses (integers
-    beyond 64 bits, lone surrogates, non-string keys) go to ``json.dumps(ensure_ascii=False)``."""
+    beyond 64 bits, lone surrogates, non-string keys) go to ``json.dumps``, which escapes non-ASCII
+    text only when the object holds a lone surrogate (not encodable in UTF-8)."""
     try:
         return orjson.dumps(obj, default=default).decode("utf-8")
     except TypeError:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=default)
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=default)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: keep it escaped
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=default)
 
 
 class RecordError(ValueError):

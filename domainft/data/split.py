@@ -155,10 +155,9 @@ def near_conversation_leaks(records_path: str | Path, params, threshold: float, 
         light.append(Record(d["id"], [], {}, d.get("cluster", ""), d.get("group"), stratum))
     splits, _ = assign(light, params)
     position = {id(r): i for i, r in enumerate(light)}
-    split_of = np.empty(len(light), dtype=np.int64)
-    for k, name in enumerate(SPLITS):
-        split_of[[position[id(r)] for r in splits[name]]] = k
-    return _near_cross_pairs(keys, split_of, threshold, ngram)
+    order = [position[id(r)] for name in SPLITS for r in splits[name]]  # leakage()'s order: LSH groups depend on it
+    split_of = np.array([k for k, name in enumerate(SPLITS) for _ in splits[name]], dtype=np.int64)
+    return _near_cross_pairs([keys[i] for i in order], split_of, threshold, ngram)
 
 
 def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:

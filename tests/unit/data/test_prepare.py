@@ -311,3 +311,55 @@ def test_workers_start_after_rensa_threads_without_deadlock(tmp_path):
     threads = out.stdout.split("threads ")[1].split()
     assert int(threads[1]) > int(threads[0])  # rensa's pool did start
     assert out.stdout.strip().endswith("done 2 400 0"), out.stdout
+
+
+GOOD_LINE = '{"instruction": "How do I reset my password?", "output": "Open settings, choose security and click reset."}\n'
+
+
+def test_damaged_input_becomes_rejects_not_tracebacks(tmp_path, monkeypatch):
+    """Each of these raised out of prepare before (RecursionError, ValueError, ArrowInvalid,
+    BadZipFile, KeyError) or lost the records after a closed array; now each is a reject."""
+    from domainft.stages import prepare as prepare_stage
+
+    deep = '{"instruction": "q?", "output": "a long enough answer.", "x": ' + "[" * 1100 + "]" * 1100 + "}\n"
+    huge = '{"instruction": "q?", "output": "a long enough answer.", "n": ' + "1" * 5000 + "}\n"
+    _project(tmp_path, monkeypatch, {
+        "a.jsonl": (GOOD_LINE + deep + huge).encode(),
+        "b.json": ("[" + GOOD_LINE.replace("password", "PIN").strip() + "]\n"
+                   + GOOD_LINE.replace("reset", "change") * 3).encode(),
+        "c.parquet": b"not a parquet file", "d.xlsx": b"not a zip",
+        "forced/e.jsonl": GOOD_LINE.encode(),
+    }, {"prepare": {"schema_overrides": {"forced/*.jsonl": "chatlog"}}})
+    m = prepare_stage.run(parse_params({"prepare": {"schema_overrides": {"forced/*.jsonl": "chatlog"}}}))
+    files = m["files"]
+    assert files["data/raw/a.jsonl"]["rejected_by_reason"] == {"invalid_json": 2}
+    assert (files["data/raw/b.json"]["read"], files["data/raw/b.json"]["rejected_by_reason"]) == (2, {"invalid_json": 1})
+    assert files["data/raw/c.parquet"]["rejected_by_reason"] == {"unreadable_file": 1}
+    assert files["data/raw/d.xlsx"]["rejected_by_reason"] == {"unreadable_file": 1}
+    assert files["data/raw/forced/e.jsonl"]["rejected_by_reason"] == {"missing_key": 1}
+    assert m["totals"]["accounted"] and m["totals"]["kept"] == 2
+    rejects = [json.loads(x) for x in (tmp_path / "data/processed/rejects.jsonl").read_text().splitlines()]
+    trailing = next(r for r in rejects if r["file"] == "data/raw/b.json")
+    assert "after the array's closing ']' (line 1)" in trailing["detail"] and "change" in trailing["raw"]
+
+
+def test_a_lone_surrogate_is_written_escaped_and_read_back(tmp_path, monkeypatch):
+    from domainft.stages import prepare as prepare_stage
+
+    line = GOOD_LINE.replace('"}', '", "tag": "\\ud800"}')
+    short = '{"instruction": "\\udfff?", "output": "short", "tag": "\\ud800"}\n'
+    _project(tmp_path, monkeypatch, {"a.jsonl": (line + short).encode()})
+    m = prepare_stage.run(parse_params({}))
+    assert (m["totals"]["kept"], m["totals"]["rejected_by_reason"]) == (1, {"length": 1})
+    assert read_records(tmp_path / "data/processed/records.jsonl")[0].meta == {"tag": "\ud800"}
+    rej = json.loads((tmp_path / "data/processed/rejects.jsonl").read_text())
+    assert rej["raw"]["tag"] == "\ud800" and rej["reason"] == "length"
+
+
+@pytest.mark.parametrize("codec", ["u8", "cp65001", "UTF8", "utf-8-sig"])
+def test_a_bom_is_stripped_under_any_name_of_utf8(tmp_path, monkeypatch, codec):
+    from domainft.stages import prepare as prepare_stage
+
+    _project(tmp_path, monkeypatch, {"a.jsonl": b"\xef\xbb\xbf" + GOOD_LINE.encode()})
+    m = prepare_stage.run(parse_params({"prepare": {"encodings": {"*.jsonl": codec}}}))
+    assert (m["totals"]["kept"], m["totals"]["rejected"]) == (1, 0)

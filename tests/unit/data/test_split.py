@@ -106,3 +106,27 @@ def test_split_stage_second_process_counts_the_same(tmp_path, monkeypatch):
     assert one["leakage"]["near_conversations"] == two["leakage"]["near_conversations"] == expected
     assert {k: v for k, v in one.items() if k != "seconds"} == {k: v for k, v in two.items() if k != "seconds"}
     assert json.loads((tmp_path / "metrics/split.json").read_text())["leakage"]["total"] == one["leakage"]["total"]
+
+
+def test_second_process_counts_the_same_with_large_lsh_buckets(tmp_path, monkeypatch):
+    """40 near-identical answers (no dedup) share LSH buckets above their 32-record cap, where the
+    candidate pairs depend on record order: the second process must use leakage()'s order."""
+    import domainft.stages.split as split_stage
+    from domainft.config import parse_params
+    from domainft.data.prepare import write_jsonl
+
+    common = ("To reset the password open the account settings page, choose security, click reset, confirm "
+              "the code sent by e-mail and pick a new password of at least twelve characters.")
+    records = []
+    for i in range(40):
+        msgs = [{"role": "user", "content": f"How do I reset my password? ({i})"},
+                {"role": "assistant", "content": common + f" Ref {i}."}]
+        records.append(Record(record_id(msgs), msgs, {"file": "f", "line": i, "schema": "alpaca"}, "", None, {}))
+    records = [Record(r.id, r.messages, r.source, r.id, None, {}) for r in records]
+    monkeypatch.chdir(tmp_path)
+    write_jsonl("data/processed/records.jsonl", records)
+    one = split_stage.run(parse_params({"prepare": {"workers": 1}}))
+    monkeypatch.setattr(split_stage, "PARALLEL_MIN_BYTES", 0)
+    two = split_stage.run(parse_params({"prepare": {"workers": 2}}))
+    assert one["leakage"]["near_conversations"] > 100
+    assert one["leakage"] == two["leakage"]
