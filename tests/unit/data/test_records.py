@@ -51,3 +51,29 @@ def test_ids_stable_and_normalised():
     assert len(record_id(a)) == 16 and record_id(a) != record_id(m(("user", "q"), ("assistant", "Five.")))
     assert content_key(a, ("user",)) == "user\x00what is the fee?"
     assert with_system(a, "S")[0] == {"role": "system", "content": "S"} and with_system(b, "S") == b
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 123456789012345678901234567890, "b": [-99999999999999999999]}',  # orjson would give floats
+    '{"a": NaN, "b": Infinity}', '{"a": 1e400}', '{"a": "\\ud800"}',  # orjson refuses these
+    '{"a": 18446744073709551615, "b": -9223372036854775808, "c": 1.5, "d": "é中"}', '[1, {"x": null}]',
+])
+def test_loads_gives_the_standard_librarys_result(text):
+    import json
+    import math
+
+    from domainft.data.records import loads
+
+    got, want = loads(text), json.loads(text)
+    assert repr(got) == repr(want) or (math.isnan(got["a"]) and math.isnan(want["a"]))
+    assert [type(v) for v in (got.values() if isinstance(got, dict) else got)] == \
+        [type(v) for v in (want.values() if isinstance(want, dict) else want)]
+
+
+def test_loads_raises_the_standard_librarys_error():
+    import json
+
+    from domainft.data.records import loads
+
+    with pytest.raises(json.JSONDecodeError, match="Expecting"):
+        loads('{"a": 1,}')
