@@ -216,8 +216,8 @@ def clean_batch(drafts: list[Draft], cfg, stats: CleanStats,
             out.append(err)
     alive = [i for i, r in enumerate(out) if not isinstance(r, RecordError)]
     answers = ["\n".join(m["content"] for m in out[i] if m["role"] == "assistant") for i in alive]
-    char_check = _may_exceed(answers, _char_tokens, cfg.max_char_repetition)
-    word_check = _may_exceed(answers, _word_tokens, cfg.max_word_repetition)
+    char_check = _may_exceed(answers, cfg.max_char_repetition, words=False)
+    word_check = _may_exceed(answers, cfg.max_word_repetition, words=True)
     for k, i in enumerate(alive):
         try:
             out[i] = _clean_after_length(out[i], answers[k], cfg, stats, char_check[k], word_check[k])
@@ -303,9 +303,10 @@ def _word_tokens(text: str) -> list[str]:
     return _ASCII_WORDS.findall(text) if text.isascii() else _WORDS.findall(text)
 
 
-def _may_exceed(texts: list[str], tokens, threshold: float) -> np.ndarray:
-    """Per text: True unless its hashed repeat bound shows the repetition ratio cannot exceed
-    ``threshold`` (the exact functions' own early exit: repeats < threshold / 2 * n-grams)."""
+def _may_exceed(texts: list[str], threshold: float, words: bool) -> np.ndarray:
+    """Per text: True unless its hashed repeat bound shows the character (or, with ``words``, word)
+    repetition ratio cannot exceed ``threshold`` (the exact functions' own early exit: repeats <
+    threshold / 2 * n-grams)."""
     result = np.ones(len(texts), dtype=bool)
     start = 0
     while start < len(texts):  # batches of about _BATCH_TOKENS characters
@@ -313,11 +314,11 @@ def _may_exceed(texts: list[str], tokens, threshold: float) -> np.ndarray:
         while stop < len(texts) and (chars < _BATCH_TOKENS or stop == start):
             chars += len(texts[stop])
             stop += 1
-        if tokens is _char_tokens:  # one encode for the batch: code points, lengths in characters
+        if not words:  # one encode for the batch: code points, lengths in characters
             lengths = np.fromiter(map(len, texts[start:stop]), dtype=np.int64, count=stop - start)
             flat = _char_tokens("".join(texts[start:stop])).astype(_U64)
-        else:  # words: Python's str hash (equal words, equal hashes within a process)
-            toks = [tokens(t) for t in texts[start:stop]]
+        else:  # Python's str hash (equal words, equal hashes within a process)
+            toks = [_word_tokens(t) for t in texts[start:stop]]
             lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
             flat = np.fromiter(map(hash, itertools.chain.from_iterable(toks)), dtype=np.int64,
                                count=int(lengths.sum())).view(_U64)

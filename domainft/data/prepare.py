@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,14 +22,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import orjson
 
 from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean_batch
 from domainft.data.ingest import Chunk, iter_file, jsonl_chunks, match_glob
 from domainft.data.pii import Redactor
 from domainft.data.pool import process_pool
-from domainft.data.records import Record, RecordError, Reject, content_key, has_big_float, with_system
+from domainft.data.records import Record, RecordError, Reject, content_key, loads, with_system
 from domainft.errors import DomainftError
 
 
@@ -381,8 +379,8 @@ def read_records(path: str | Path) -> list[Record]:
 def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
     """``(line number, JSON object)`` for each non-blank line of a records.jsonl / split file.
 
-    Parsed with orjson; numbers from the raw data can only be in ``meta`` and ``group``, so only
-    those are checked for orjson's big-integer floats (:func:`~domainft.data.records.loads`).
+    Parsed by :func:`~domainft.data.records.loads`; numbers from the raw data can only be in
+    ``meta`` and ``group``, so only those are checked for orjson's big-integer floats.
 
     Raises:
         ValueError: a line is not a JSON object, naming file:line.
@@ -392,14 +390,9 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
             if not line.strip():
                 continue
             try:
-                try:
-                    d = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    d = json.loads(line)
+                d = loads(line, numbers_in=("meta", "group"))
                 if not isinstance(d, dict):
                     raise ValueError(f"a JSON {type(d).__name__}, not an object")
-                if has_big_float([d.get("meta"), d.get("group")]):
-                    d = json.loads(line)
             except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"{path}:{i}: not a record ({err})") from None
             yield i, d

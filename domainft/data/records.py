@@ -38,18 +38,24 @@ ROLE_MAP: dict[str, str] = {
 }
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes, numbers_in: tuple[str, ...] | None = None) -> Any:
     """``json.loads`` with orjson's speed (about 2x on our records).
 
     The result and the error are always the standard library's: orjson turns integers beyond 64
     bits into floats, so a result holding a float outside [-2**63, 2**64) is parsed again by
     ``json.loads``, as is text orjson rejects (``NaN``, lone surrogates, ``1e400``), which the
     standard library parses or rejects with its usual ``JSONDecodeError``.
+
+    Args:
+        numbers_in: for an object whose numbers from raw data can only be under these keys (our
+            records: ``meta``, ``group``), only those values are searched for such floats.
     """
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    if numbers_in is not None and isinstance(obj, dict):
+        return json.loads(text) if has_big_float([obj.get(k) for k in numbers_in]) else obj
     return json.loads(text) if has_big_float(obj) else obj
 
 

@@ -151,7 +151,7 @@ def test_clean_batch_decides_as_the_exact_ratios(monkeypatch):
     cfg = CleanParams(min_output_chars=1)
     fast_stats, exact_stats = CleanStats(), CleanStats()
     fast = cl.clean_batch(drafts, cfg, fast_stats)
-    monkeypatch.setattr(cl, "_may_exceed", lambda texts, tokens, threshold: np.ones(len(texts), dtype=bool))
+    monkeypatch.setattr(cl, "_may_exceed", lambda texts, threshold, words: np.ones(len(texts), dtype=bool))
     exact = cl.clean_batch(drafts, cfg, exact_stats)
 
     def show(r):

@@ -288,7 +288,7 @@ def test_workers_start_after_rensa_threads_without_deadlock(tmp_path):
     raw = tmp_path / "data" / "raw"
     _chunky_raw(raw)
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(textwrap.dedent("""
         import os, sys
         import domainft.data.prepare as prep
         import domainft.stages.split as split_stage
@@ -298,10 +298,10 @@ def test_workers_start_after_rensa_threads_without_deadlock(tmp_path):
 
         if __name__ == "__main__":
             before = len(os.listdir("/proc/self/task"))
-            dedup.signatures([f"text number {{i}} of the batch" for i in range(50_000)], 128, 5)
+            dedup.signatures([f"text number {i} of the batch" for i in range(50_000)], 128, 5)
             print("threads", before, len(os.listdir("/proc/self/task")))
             prep.PARALLEL_MIN_BYTES, prep.CHUNK_MIN_BYTES, split_stage.PARALLEL_MIN_BYTES = 0, 4000, 0
-            p = parse_params({{"prepare": {{"raw_dir": "data/raw", "workers": 2}}}})
+            p = parse_params({"prepare": {"raw_dir": "data/raw", "workers": 2}})
             pm = prepare_stage.run(p)
             sm = split_stage.run(p)
             print("done", pm["workers"], pm["totals"]["kept"], sm["leakage"]["total"])
