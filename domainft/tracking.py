@@ -13,14 +13,39 @@ from domainft.config import Params
 
 
 def tracking_uri(params: Params) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.register.tracking_uri
+    """``MLFLOW_TRACKING_URI`` or ``register.tracking_uri``, through :func:`absolute_sqlite_uri`."""
+    return absolute_sqlite_uri(os.environ.get("MLFLOW_TRACKING_URI") or params.register.tracking_uri)
+
+
+def absolute_sqlite_uri(uri: str) -> str:
+    """A relative SQLite URI (``sqlite:///mlflow.db``) made absolute against the current directory;
+    other URIs unchanged.
+
+    MLflow caches one SQLAlchemy engine per URI string for the life of the process, and SQLite
+    opens a relative path against the directory current at connect time. A process that runs in
+    two project folders (a notebook, a test session) would otherwise keep writing to the first
+    folder's database, or fail with "attempt to write a readonly database" once it is deleted.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/") or uri[len(prefix):].startswith(":memory:"):
+        return uri
+    path, sep, query = uri[len(prefix):].partition("?")
+    return f"{prefix}{os.path.abspath(path)}{sep}{query}"
 
 
 def setup_mlflow(params: Params):
     """Point MLflow at the tracking URI and experiment; returns the ``mlflow`` module."""
     import mlflow
 
+    user_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(params))
+    # MLflow also exports the URI as MLFLOW_TRACKING_URI (for subprocesses). Put back the user's
+    # value, so that a later call in this process, from another project folder, still tells the
+    # user's override from the URI set here.
+    if user_env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_env
     mlflow.set_experiment(params.register.experiment)
     return mlflow
 

@@ -26,6 +26,7 @@ from domainft.errors import DomainftError
 from domainft.modeling.base import load_model
 from domainft.modeling.chat import generation_eos_ids
 from domainft.quantization import apply_round_trip, read_spec
+from domainft.tracking import absolute_sqlite_uri
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def download_mlflow_model(uri: str, tracking_uri: str, cache_dir: str | Path) ->
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
-    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri
+    tracking_uri = absolute_sqlite_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri)
+    registry_uri = absolute_sqlite_uri(os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri)
     name, key = None, hashlib.sha256(uri.encode()).hexdigest()[:16]
     try:
         if uri.startswith("models:/"):

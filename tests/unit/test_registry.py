@@ -34,7 +34,7 @@ def test_register_versions_alias_and_idempotence(project):
     assert again["created"] is False and again["version"] == 1
     changed = register(parse_params({"domain": {"name": "bank"}, "train": {"learning_rate": 1e-4}}))
     assert changed["created"] and changed["version"] == 2
-    client = mlflow.MlflowClient("sqlite:///mlflow.db")
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
     mv = client.get_model_version_by_alias("domainft-bank", "challenger")
     assert int(mv.version) == 2
     assert mv.tags["metric.rouge_l.tuned"] == "0.3"
@@ -46,18 +46,46 @@ def test_register_versions_alias_and_idempotence(project):
     assert "evaluation/report.html" in {f.path for f in client.list_artifacts(mv.run_id, "evaluation")}
 
 
+def test_relative_store_follows_the_current_directory_in_one_process(project, tmp_path_factory, monkeypatch):
+    """MLflow caches an engine per URI string: a relative sqlite:///mlflow.db once kept writing to
+    the first folder's database after a chdir (and failed once that folder was deleted)."""
+    import shutil
+
+    import mlflow
+
+    params = parse_params({"domain": {"name": "bank"}})
+    assert register(params)["version"] == 1
+    other = tmp_path_factory.mktemp("second_project")
+    shutil.copytree(project, other, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("mlflow*"))
+    monkeypatch.chdir(other)
+    shutil.rmtree(project)
+    again = register(params)
+    assert again["created"] and again["version"] == 1  # a new store, not version 2 of the first one
+    assert (other / "mlflow.db").exists() and not project.exists()
+    assert mlflow.get_tracking_uri() == f"sqlite:///{other}/mlflow.db"
+
+
+def test_absolute_sqlite_uri():
+    from domainft.tracking import absolute_sqlite_uri
+
+    assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{os.getcwd()}/mlflow.db"
+    assert absolute_sqlite_uri("sqlite:///runs/m.db?timeout=5") == f"sqlite:///{os.getcwd()}/runs/m.db?timeout=5"
+    for unchanged in ("sqlite:////abs/m.db", "sqlite:///:memory:", "http://127.0.0.1:5000", "postgresql://h/db"):
+        assert absolute_sqlite_uri(unchanged) == unchanged
+
+
 def test_long_system_prompt_is_an_artifact_and_hash(project):
     import mlflow
 
     prompt = "Answer as the bank's assistant. " * 220  # ~7,000 characters
     assert len(prompt) > 7000
     res = register(parse_params({"domain": {"name": "long", "system_prompt": prompt}}))
-    client = mlflow.MlflowClient("sqlite:///mlflow.db")
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
     run = client.get_run(res["run_id"])
     assert "domain.system_prompt" not in run.data.params
     assert len(run.data.params["domain.system_prompt.sha256"]) == 64
     local = mlflow.artifacts.download_artifacts(run_id=res["run_id"], artifact_path="params/domain.system_prompt.txt",
-                                                tracking_uri="sqlite:///mlflow.db")
+                                                tracking_uri=f"sqlite:///{project}/mlflow.db")
     assert open(local).read() == prompt
 
 
