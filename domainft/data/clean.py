@@ -290,7 +290,9 @@ def _may_merge(text: str) -> bool:
 REP_LEN = 10  # n-gram size of both repetition operators (data-juicer's rep_len default)
 _U64 = np.uint64
 _TEXT_BITS = 30  # repeats_upper_bound packs (text index, hash) into 64 bits: up to 2**30 texts per call
-_BATCH_TOKENS = 4_000_000  # tokens hashed per numpy pass (~32 MB per temporary array)
+# Tokens hashed and sorted per numpy pass: 512 KiB per uint64 temporary stays in the CPU cache, which
+# made the character bound 2.5x and the word bound 1.4x faster than 4M tokens per pass (150,000 texts).
+_BATCH_TOKENS = 1 << 16
 
 
 def _char_tokens(text: str) -> np.ndarray:

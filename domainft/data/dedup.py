@@ -13,13 +13,13 @@ verified on the full signature). bench/data_bench.py compares this with plain da
 """
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import numpy as np
 
 U64 = np.uint64
 _PRIME = U64(0x100000001B3)  # FNV-1 64-bit prime, used as the rolling-hash base
-BATCH = 20_000  # records per vectorised batch (bounds temporaries to ~100 MB)
 
 
 def _mix(h: np.ndarray, seed: int) -> np.ndarray:
@@ -69,13 +69,34 @@ def signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int 
     from rensa import RMinHash
 
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for b0 in range(0, len(texts), BATCH):
-        chunk = texts[b0:b0 + BATCH]
+    for b0, b1 in _blocks(texts, HASH_BLOCK):
+        chunk = texts[b0:b1]
         h, counts = _shingle_hashes(chunk, ngram, seed)
         offsets = np.zeros(len(chunk) + 1, dtype=U64)
         np.cumsum(counts, out=offsets[1:])
         digests = RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, num_perm, seed)
-        out[b0:b0 + len(chunk)] = np.array(digests.to_rows(), dtype=np.uint32)
+        flat = array.array("I")  # rensa exports Python lists only; array.extend is the cheapest way to numpy
+        for row in digests.to_rows():
+            flat.extend(row)
+        out[b0:b1] = np.frombuffer(flat, dtype=np.uint32).reshape(b1 - b0, num_perm)
+    return out
+
+
+# Code points hashed per numpy pass. The n-gram hash makes ~12 passes over uint64 arrays; at this size
+# they stay in the CPU cache (512 KiB): signatures 2.3x faster than with 20,000 texts per pass
+# (1.98 -> 0.83 s for 100,000 texts of ~430 characters, 128 permutations; 2^14..2^20 measured).
+HASH_BLOCK = 1 << 16
+
+
+def _blocks(texts: list[str], chars: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` ranges of ``texts`` of about ``chars`` characters each (>= 1 text)."""
+    ends = np.cumsum(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
+    out, start = [], 0
+    while start < len(texts):
+        base = ends[start - 1] if start else 0
+        end = max(start + 1, int(np.searchsorted(ends, base + chars, side="right")))
+        out.append((start, end))
+        start = end
     return out
 
 
