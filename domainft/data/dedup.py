@@ -14,6 +14,7 @@ verified on the full signature). bench/data_bench.py compares this with plain da
 from __future__ import annotations
 
 import array
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,37 +126,59 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return opt
 
 
-def candidate_pairs(sig: np.ndarray, threshold: float, max_group: int = 32) -> set[tuple[int, int]]:
-    """Pairs (i < j) sharing at least one LSH band; groups above ``max_group`` link as a chain + star."""
+def candidate_pairs(sig: np.ndarray, threshold: float, max_group: int = 32) -> np.ndarray:
+    """Pairs (i < j) sharing at least one LSH band, as a (P, 2) int64 array sorted by (i, j).
+
+    Buckets of two (nearly all) become pairs in numpy; buckets of up to ``max_group`` give all their
+    pairs; larger ones link as a chain + star (sorted members: consecutive ones, and the first with
+    each), which keeps their connected component at linear cost.
+    """
     n, k = sig.shape
     bands, rows = lsh_params(threshold, k)
     rng = np.random.default_rng(12345)
-    pairs: set[tuple[int, int]] = set()
+    found = [np.empty((0, 2), dtype=np.int64)]
+    small: list[tuple[int, int]] = []  # pairs from buckets of three or more
     for b in range(bands):
         block = sig[:, b * rows:(b + 1) * rows].astype(U64)
         mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | U64(1)
         with np.errstate(over="ignore"):
             keys = _mix((block * mult).sum(axis=1, dtype=U64), b)
-        order = np.argsort(keys, kind="stable")
+        order = _shared_keys(keys)
+        if not len(order):
+            continue
         sk = keys[order]
         starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
         sizes = np.diff(np.append(starts, len(sk)))
-        for st, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):  # buckets with >= 2
+        two = starts[sizes == 2]
+        found.append(np.sort(np.stack([order[two], order[two + 1]], axis=1), axis=1))
+        for st, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
             g = sorted(order[st:st + size].tolist())
             if size <= max_group:
-                pairs.update((g[i], g[j]) for i in range(size) for j in range(i + 1, size))
+                small += itertools.combinations(g, 2)
             else:
-                pairs.update((g[0], x) for x in g[1:])
-                pairs.update(zip(g[:-1], g[1:]))
-    return pairs
+                small += ((g[0], x) for x in g[1:])
+                small += zip(g[:-1], g[1:])
+    found.append(np.array(small, dtype=np.int64).reshape(-1, 2))
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def _shared_keys(keys: np.ndarray) -> np.ndarray:
+    """Indices of the keys that occur more than once, ordered by key (equal keys adjacent).
+
+    Same buckets as a stable argsort of all keys, but only the few shared keys are argsorted: a
+    plain sort finds them, which is 2-3x faster than timsort's argsort of 64-bit keys.
+    """
+    sk = np.sort(keys)
+    shared = np.unique(sk[1:][sk[1:] == sk[:-1]])
+    members = np.flatnonzero(np.isin(keys, shared))
+    return members[np.argsort(keys[members], kind="stable")]
 
 
 def similar_pairs(sig: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
     """Verified pairs (i < j, estimated Jaccard) with estimate >= threshold, sorted."""
-    cands = sorted(candidate_pairs(sig, threshold))
-    if not cands:
+    a = candidate_pairs(sig, threshold)
+    if not len(a):
         return []
-    a = np.array(cands, dtype=np.int64)
     sims = np.empty(len(a))
     for s in range(0, len(a), 100_000):  # (P, k) comparisons in slices
         blk = a[s:s + 100_000]

@@ -165,7 +165,7 @@ def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, 
     if len(texts) < 2:
         return 0
     sig = dedup.signatures(texts, LEAK_PERM, ngram, seed=LEAK_SEED)
-    cands = np.array(sorted(dedup.candidate_pairs(sig, max(0.05, threshold - 0.1))), dtype=np.int64).reshape(-1, 2)
+    cands = dedup.candidate_pairs(sig, max(0.05, threshold - 0.1))
     cands = cands[split_of[cands[:, 0]] != split_of[cands[:, 1]]]  # cross-split only
     if not len(cands):
         return 0
