@@ -367,13 +367,24 @@ def write_jsonl(path: str | Path, rows) -> int:
 
 def read_records(path: str | Path) -> list[Record]:
     """Records of a records.jsonl / split file (raises ValueError naming file:line on bad JSON)."""
-    out = []
-    for i, d in iter_record_dicts(path):
+    return read_records_and_lines(path)[0]
+
+
+def read_records_and_lines(path: str | Path) -> tuple[list[Record], list[bytes]]:
+    """:func:`read_records` and, for each record, its line of the file as UTF-8 bytes (newline
+    included), for a stage that copies records to another file without serialising them again.
+
+    Raises:
+        ValueError: a line is not a record, naming file:line.
+    """
+    records, lines = [], []
+    for i, d, line in _iter_lines(path):
         try:
-            out.append(Record.from_dict(d))
+            records.append(Record.from_dict(d))
         except (KeyError, TypeError) as err:
             raise ValueError(f"{path}:{i}: not a record (missing or wrong {err})") from None
-    return out
+        lines.append(line if line.endswith(b"\n") else line + b"\n")
+    return records, lines
 
 
 def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -385,7 +396,14 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
     Raises:
         ValueError: a line is not a JSON object, naming file:line.
     """
-    with Path(path).open(encoding="utf-8") as f:
+    for i, d, _ in _iter_lines(path):
+        yield i, d
+
+
+def _iter_lines(path: str | Path) -> Iterator[tuple[int, dict, bytes]]:
+    """(line number, object, line) per non-blank line; the bytes go to the parser undecoded (orjson
+    validates UTF-8 itself; the standard library's fallback raises UnicodeDecodeError, a ValueError)."""
+    with Path(path).open("rb") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -395,4 +413,4 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
                     raise ValueError(f"a JSON {type(d).__name__}, not an object")
             except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"{path}:{i}: not a record ({err})") from None
-            yield i, d
+            yield i, d, line

@@ -99,52 +99,57 @@ def assign(records: list[Record], params) -> tuple[dict[str, list[Record]], dict
 
 
 def leakage(splits: dict[str, list[Record]], threshold: float, ngram: int, group_by: str = "cluster",
-            prompts: bool = True, near_conversations: int | Future | None = None) -> dict[str, int]:
+            prompts: bool = True, conversations: dict[str, int] | Future | None = None) -> dict[str, int]:
     """Count cross-split overlaps (see module docstring); every value should be 0.
 
     Near pairs: candidates from a MinHash LSH pass with seed :data:`LEAK_SEED`, counted when their
     *exact* character n-gram Jaccard similarity is >= ``threshold``.
 
     Args:
-        near_conversations: that count when another process computes it
-            (:func:`near_conversation_leaks`), as an int or a Future of one; None = computed here.
+        conversations: ``exact_conversations`` and ``near_conversations`` when another process
+            computes them (:func:`conversation_leaks_of_file`), as a dict or a Future of one;
+            None = computed here.
+
+    Returns:
+        ``clusters``, ``exact_conversations``, ``groups`` (``group_by: group`` only),
+        ``exact_prompts``, ``near_conversations``, ``near_prompts`` (the prompt counts only with
+        ``prompts``) and their ``total``.
     """
     rows = [(s, r) for s in SPLITS for r in splits.get(s, [])]
-    conv = [content_key(r.messages) for _, r in rows]
-    prompt = [content_key(r.messages, ("user",)) for _, r in rows] if prompts else []
-    checks = [("clusters", [r.cluster for _, r in rows]), ("exact_conversations", conv)]
-    if group_by == "group":
-        checks.append(("groups", [r.group for _, r in rows]))
-    if prompts:
-        checks.append(("exact_prompts", prompt))
-    report: dict[str, int] = {}
-    for name, values in checks:  # values found in more than one split
-        first: dict[Any, str] = {}
-        leaked = set()
-        for (s, _), v in zip(rows, values):
-            if v is not None and v != "" and first.setdefault(v, s) != s:
-                leaked.add(v)
-        report[name] = len(leaked)
     split_of = np.array([SPLITS.index(s) for s, _ in rows], dtype=np.int64)
-    if near_conversations is None:
-        near_conversations = _near_cross_pairs(conv, split_of, threshold, ngram)
+    if conversations is None:
+        conversations = conversation_leaks([content_key(r.messages) for _, r in rows], split_of, threshold, ngram)
+    report = {"clusters": _exact_cross([r.cluster for _, r in rows], split_of)}
+    if group_by == "group":
+        report["groups"] = _exact_cross([r.group for _, r in rows], split_of)
     if prompts:
-        prompt_count = _near_cross_pairs(prompt, split_of, threshold, ngram)
-    report["near_conversations"] = (near_conversations.result() if isinstance(near_conversations, Future)
-                                    else int(near_conversations))
-    if prompts:
-        report["near_prompts"] = prompt_count
+        prompt = [content_key(r.messages, ("user",)) for _, r in rows]
+        report["exact_prompts"] = _exact_cross(prompt, split_of)
+        report["near_prompts"] = _near_cross_pairs(prompt, split_of, threshold, ngram)
+    if isinstance(conversations, Future):
+        conversations = conversations.result()
+    report.update(conversations)
+    order = ("clusters", "exact_conversations", "groups", "exact_prompts", "near_conversations", "near_prompts")
+    report = {name: int(report[name]) for name in order if name in report}
     report["total"] = sum(report.values())
     return report
 
 
-def near_conversation_leaks(records_path: str | Path, params, threshold: float, ngram: int) -> int:
-    """``near_conversations`` of :func:`leakage`, from records.jsonl on its own: streams the records,
-    keeping only each one's conversation key and what :func:`assign` reads (id, cluster, group,
-    stratum), assigns them with ``params`` (:class:`domainft.config.SplitParams`; deterministic, so
-    the same splits as the caller's) and runs the near pass. The split stage runs it in a second
-    process from the start, while it reads, assigns and checks everything else itself; keeping no
-    messages holds that process to a fraction of the first one's memory."""
+def conversation_leaks(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> dict[str, int]:
+    """``exact_conversations`` (normalised conversations found in more than one split) and
+    ``near_conversations`` (cross-split pairs, see :func:`leakage`) of conversation keys
+    ``texts`` in :func:`leakage`'s order (``split_of``: the split index of each)."""
+    return {"exact_conversations": _exact_cross(texts, split_of),
+            "near_conversations": _near_cross_pairs(texts, split_of, threshold, ngram)}
+
+
+def conversation_leaks_of_file(records_path: str | Path, params, threshold: float, ngram: int) -> dict[str, int]:
+    """:func:`conversation_leaks` from records.jsonl on its own: streams the records, keeping only
+    each one's conversation key and what :func:`assign` reads (id, cluster, group, stratum), assigns
+    them with ``params`` (:class:`domainft.config.SplitParams`; deterministic, so the same splits as
+    the caller's) and counts. The split stage runs it in a second process from the start, while it
+    reads, assigns, writes and checks prompts, clusters and groups itself; keeping no messages holds
+    that process to a fraction of the first one's memory."""
     from domainft.data.prepare import iter_record_dicts
 
     keys, light = [], []
@@ -157,7 +162,17 @@ def near_conversation_leaks(records_path: str | Path, params, threshold: float, 
     position = {id(r): i for i, r in enumerate(light)}
     order = [position[id(r)] for name in SPLITS for r in splits[name]]  # leakage()'s order: LSH groups depend on it
     split_of = np.array([k for k, name in enumerate(SPLITS) for _ in splits[name]], dtype=np.int64)
-    return _near_cross_pairs([keys[i] for i in order], split_of, threshold, ngram)
+    return conversation_leaks([keys[i] for i in order], split_of, threshold, ngram)
+
+
+def _exact_cross(values: list, split_of: np.ndarray) -> int:
+    """Distinct values (not None or "") that occur in more than one split."""
+    first: dict[Any, int] = {}
+    leaked = set()
+    for v, s in zip(values, split_of.tolist()):
+        if v is not None and v != "" and first.setdefault(v, s) != s:
+            leaked.add(v)
+    return len(leaked)
 
 
 def _near_cross_pairs(texts: list[str], split_of: np.ndarray, threshold: float, ngram: int) -> int:

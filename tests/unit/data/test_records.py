@@ -57,6 +57,8 @@ def test_ids_stable_and_normalised():
     '{"a": 123456789012345678901234567890, "b": [-99999999999999999999]}',  # orjson would give floats
     '{"a": NaN, "b": Infinity}', '{"a": 1e400}', '{"a": "\\ud800"}',  # orjson refuses these
     '{"a": 18446744073709551615, "b": -9223372036854775808, "c": 1.5, "d": "é中"}', '[1, {"x": null}]',
+    '{"a": 18446744073709551616}', '{"a": 1e20, "b": -3e300, "c": 0.12345678901234567890123}',  # 2**64
+    '{"card": "4111111111111111111", "n": 1234567890123456789}', b'{"a": 123456789012345678901, "b": "\xc3\xa9"}',
 ])
 def test_loads_gives_the_standard_librarys_result(text):
     import json

@@ -83,20 +83,24 @@ def test_split_stage_second_process_counts_the_same(tmp_path, monkeypatch):
     import domainft.stages.split as split_stage
     from domainft.config import parse_params
     from domainft.data.prepare import write_jsonl
-    from domainft.data.split import near_conversation_leaks
+    from domainft.data.split import conversation_leaks_of_file
 
     records = [rec(i) for i in range(300)]
     for i in range(0, 300, 10):  # a near copy with its own cluster: lands in a split of its own
         a = records[i]
         msgs = [a.messages[0], {"role": "assistant", "content": a.messages[1]["content"] + " Yes."}]
         records.append(Record(record_id(msgs), msgs, a.source, "", None, {}))
+    for i in range(5, 300, 25):  # exact copies under other ids and clusters (a hand-edited file)
+        records.append(Record(f"copy{i}", records[i].messages, records[i].source, f"copy{i}", None, {}))
     monkeypatch.chdir(tmp_path)
     write_jsonl("data/processed/records.jsonl", records)
     p = parse_params({"prepare": {"workers": 1}})
     splits, _ = assign(records, p.split)
-    expected = leakage(splits, 0.8, 5)["near_conversations"]
-    assert expected > 5
-    assert near_conversation_leaks("data/processed/records.jsonl", p.split, 0.8, 5) == expected
+    report = leakage(splits, 0.8, 5)
+    expected = report["near_conversations"]
+    assert expected > 5 and report["exact_conversations"] > 0
+    assert conversation_leaks_of_file("data/processed/records.jsonl", p.split, 0.8, 5) == {
+        "exact_conversations": report["exact_conversations"], "near_conversations": expected}
     one = split_stage.run(p)
     monkeypatch.setattr(split_stage, "PARALLEL_MIN_BYTES", 0)
     pools, real_pool = [], split_stage.process_pool
@@ -106,6 +110,10 @@ def test_split_stage_second_process_counts_the_same(tmp_path, monkeypatch):
     assert one["leakage"]["near_conversations"] == two["leakage"]["near_conversations"] == expected
     assert {k: v for k, v in one.items() if k != "seconds"} == {k: v for k, v in two.items() if k != "seconds"}
     assert json.loads((tmp_path / "metrics/split.json").read_text())["leakage"]["total"] == one["leakage"]["total"]
+    source = (tmp_path / "data/processed/records.jsonl").read_text().splitlines(keepends=True)
+    copied = [line for name in ("train", "val", "test")
+              for line in (tmp_path / f"data/splits/{name}.jsonl").read_text().splitlines(keepends=True)]
+    assert sorted(copied) == sorted(source) and len(copied) == 342  # the lines themselves, each once
 
 
 def test_second_process_counts_the_same_with_large_lsh_buckets(tmp_path, monkeypatch):
