@@ -177,3 +177,28 @@ def test_ascii_fast_path_skips_only_text_no_operator_changes():
             skipped += 1
             assert fix_unicode(text) == _strip_control(text) == normalize_whitespace(text) == text, repr(text)
     assert skipped > 500
+
+
+def test_cjk_fast_path_returns_what_ftfy_returns():
+    """fix_unicode skips ftfy for text of _FTFY_INERT characters: on random non-ASCII strings of those
+    (and of their neighbours, which must go through ftfy) the result is ftfy's own."""
+    import random
+
+    import ftfy
+
+    from domainft.data.clean import _FTFY_INERT, FTFY_CONFIG
+
+    rng = random.Random(2)
+    inert = "a Z9\n\t,.?!;:'\"<>" + "中文测试龥一" + "\u3000\u3001\u3002\u3008\u3029\u3030\u303f" + "，？！（）：ｆＡ～"
+    other = "&\r\x1b\x00\u302a\u302b\u302f\u00e9\u00c3\u00a9\u00a0\u2028\uff5f\uf900\u3099\ufeff"
+    skipped = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(inert if rng.random() < 0.97 else other) for _ in range(rng.randint(0, 16)))
+        if text.isascii():  # the ASCII fast path leaves controls to control_chars (tested above)
+            continue
+        assert fix_unicode(text) == ftfy.fix_text(text, FTFY_CONFIG), repr(text)
+        skipped += bool(_FTFY_INERT.fullmatch(text))
+    assert skipped > 5_000
+    # what ftfy changes is never inert: tone marks reordered by NFC, HTML entities, mojibake
+    for changed in ("\u302b\u302a", "中&amp;文", "中caf\u00c3\u00a9", "\u4e2d\uf900"):
+        assert ftfy.fix_text(changed, FTFY_CONFIG) != changed and not _FTFY_INERT.fullmatch(changed)
