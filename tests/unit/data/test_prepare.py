@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -363,3 +364,36 @@ def test_a_bom_is_stripped_under_any_name_of_utf8(tmp_path, monkeypatch, codec):
     _project(tmp_path, monkeypatch, {"a.jsonl": b"\xef\xbb\xbf" + GOOD_LINE.encode()})
     m = prepare_stage.run(parse_params({"prepare": {"encodings": {"*.jsonl": codec}}}))
     assert (m["totals"]["kept"], m["totals"]["rejected"]) == (1, 0)
+
+
+def test_workers_run_the_parents_copy_of_domainft(tmp_path):
+    """A script that puts another copy of domainft first on sys.path: the workers run that copy too.
+    The fork server used to preload domainft with a fresh interpreter's sys.path, so the workers ran
+    the installed copy (a benchmark of an older checkout ran this checkout's workers)."""
+    import shutil
+    import subprocess
+    import sys
+    import textwrap
+
+    import domainft
+
+    lib = tmp_path / "lib"
+    shutil.copytree(Path(domainft.__file__).parent, lib / "domainft", ignore=shutil.ignore_patterns("__pycache__"))
+    (lib / "domainft" / "probe_copy.py").write_text(
+        "def where():\n    import domainft.data.prepare as p\n    return p.__file__\n")
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(lib)!r})
+        import domainft.probe_copy
+        from domainft.data.pool import process_pool
+
+        if __name__ == "__main__":
+            with process_pool(1) as pool:
+                print("worker", pool.submit(domainft.probe_copy.where).result(timeout=120))
+            print("parent", domainft.probe_copy.where())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = str(lib / "domainft" / "data" / "prepare.py")
+    assert out.stdout.split() == ["worker", expected, "parent", expected]
