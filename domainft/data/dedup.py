@@ -126,27 +126,43 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return opt
 
 
-def candidate_pairs(sig: np.ndarray, threshold: float, max_group: int = 32) -> np.ndarray:
+def band_keys(sig: np.ndarray, threshold: float) -> np.ndarray:
+    """LSH band hashes of signatures, ``(bands, N)`` uint64, bands and rows per band from
+    :func:`lsh_params` (``threshold``, ``k``). A row's keys depend on that row alone, so keys of
+    parts of a corpus can be computed apart (prepare's workers) and concatenated along axis 1."""
+    n, k = sig.shape
+    bands, rows = lsh_params(threshold, k)
+    rng = np.random.default_rng(12345)
+    out = np.empty((bands, n), dtype=U64)
+    for b in range(bands):
+        block = sig[:, b * rows:(b + 1) * rows].astype(U64)
+        mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | U64(1)
+        with np.errstate(over="ignore"):
+            out[b] = _mix((block * mult).sum(axis=1, dtype=U64), b)
+    return out
+
+
+def candidate_pairs(sig: np.ndarray | None, threshold: float, max_group: int = 32,
+                    keys: np.ndarray | None = None) -> np.ndarray:
     """Pairs (i < j) sharing at least one LSH band, as a (P, 2) int64 array sorted by (i, j).
 
     Buckets of two (nearly all) become pairs in numpy; buckets of up to ``max_group`` give all their
     pairs; larger ones link as a chain + star (sorted members: consecutive ones, and the first with
     each), which keeps their connected component at linear cost.
+
+    Args:
+        sig: (N, k) signatures; unused when ``keys`` is given.
+        keys: their :func:`band_keys` for ``threshold`` when already computed.
     """
-    n, k = sig.shape
-    bands, rows = lsh_params(threshold, k)
-    rng = np.random.default_rng(12345)
+    if keys is None:
+        keys = band_keys(sig, threshold)
     found = [np.empty((0, 2), dtype=np.int64)]
     small: list[tuple[int, int]] = []  # pairs from buckets of three or more
-    for b in range(bands):
-        block = sig[:, b * rows:(b + 1) * rows].astype(U64)
-        mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | U64(1)
-        with np.errstate(over="ignore"):
-            keys = _mix((block * mult).sum(axis=1, dtype=U64), b)
-        order = _shared_keys(keys)
+    for band in keys:
+        order = _shared_keys(band)
         if not len(order):
             continue
-        sk = keys[order]
+        sk = band[order]
         starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
         sizes = np.diff(np.append(starts, len(sk)))
         two = starts[sizes == 2]
@@ -174,17 +190,48 @@ def _shared_keys(keys: np.ndarray) -> np.ndarray:
     return members[np.argsort(keys[members], kind="stable")]
 
 
-def similar_pairs(sig: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Verified pairs (i < j, estimated Jaccard) with estimate >= threshold, sorted."""
-    a = candidate_pairs(sig, threshold)
+def similar_pairs(sig, threshold: float, keys: np.ndarray | None = None,
+                  rows: np.ndarray | None = None) -> list[tuple[int, int, float]]:
+    """Verified pairs (i < j, estimated Jaccard) with estimate >= threshold, sorted.
+
+    Args:
+        sig: (N, k) signatures, or any object whose ``sig[int array]`` gives those rows
+            (:class:`StackedRows`).
+        keys: :func:`band_keys` of the items for ``threshold`` when already computed.
+        rows: item i is row ``rows[i]`` of ``sig`` (default: row i); pairs are of items.
+    """
+    if keys is None:
+        keys = band_keys(sig if rows is None else sig[rows], threshold)
+    a = candidate_pairs(None, threshold, keys=keys)
     if not len(a):
         return []
     sims = np.empty(len(a))
     for s in range(0, len(a), 100_000):  # (P, k) comparisons in slices
-        blk = a[s:s + 100_000]
+        blk = a[s:s + 100_000] if rows is None else np.asarray(rows)[a[s:s + 100_000]]
         sims[s:s + len(blk)] = (sig[blk[:, 0]] == sig[blk[:, 1]]).mean(axis=1)
     keep = sims >= threshold
     return [(int(i), int(j), float(x)) for (i, j), x in zip(a[keep], sims[keep])]
+
+
+class StackedRows:
+    """Several (n_i, k) arrays read as one (sum n_i, k) matrix by row index arrays, without copying
+    them into one (prepare's per-part signatures: 100 MB each at 200k records, k = 128)."""
+
+    def __init__(self, blocks: list[np.ndarray]):
+        self.blocks = blocks
+        self.starts = np.cumsum([0] + [len(b) for b in blocks])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        out = np.empty((len(index), self.blocks[0].shape[1]), dtype=self.blocks[0].dtype)
+        for p in np.unique(part).tolist():
+            at = part == p
+            out[at] = self.blocks[p][index[at] - self.starts[p]]
+        return out
 
 
 @dataclass

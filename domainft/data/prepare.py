@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import orjson
 
 from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean_batch
@@ -97,7 +98,7 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     files: dict[str, dict[str, Any]] = {}
     rejects: list[Reject] = []
     records: list[Record] = []
-    raws, digests = [], []  # per record: its raw content (for a duplicate's reject), sha256 of its content_key
+    raws, digests = [], []  # per record: its packed raw content (for a duplicate's reject), sha256 of its content_key
     for part in parts:
         _merge_file_metrics(files.setdefault(part.rel, _file_metrics()), part.fm)
         rejects += part.rejects
@@ -109,10 +110,10 @@ def prepare(params, system_prompt: str) -> PrepareResult:
         stats.removed.update(part.stats.removed)
         pii_counts.update(part.pii_counts)
         pii_modified += part.pii_modified
-    sig = _stack([p.sig for p in parts])
-    psig = _stack([p.psig for p in parts])
-    keep, pairs, dd = _dedup(records, raws, digests, sig, params.dedup, rejects, files)
-    records = _cluster([records[i] for i in keep], keep, pairs, psig, params.dedup)
+    sig, keys = _stack([p.sig for p in parts], [p.keys for p in parts])
+    psig, pkeys = _stack([p.psig for p in parts], [p.pkeys for p in parts])
+    keep, pairs, dd = _dedup(records, raws, digests, sig, keys, params.dedup, rejects, files)
+    records = _cluster([records[i] for i in keep], keep, pairs, psig, pkeys, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
     rejects.sort(key=lambda r: (r.file, r.line))
@@ -182,17 +183,21 @@ def _merge_file_metrics(into: dict[str, Any], fm: dict[str, Any]) -> None:
         into["rows"] = into.get("rows", 0) + fm["rows"]
 
 
-def _stack(arrays: list) -> np.ndarray | None:
-    arrays = [a for a in arrays if a is not None]
-    return np.concatenate(arrays) if arrays else None
+def _stack(sigs: list, keys: list) -> tuple[dedup.StackedRows | None, np.ndarray | None]:
+    """The parts' signatures as one row-indexable matrix (not copied) and their band keys, (bands, N)."""
+    sigs = [a for a in sigs if a is not None]
+    if not sigs:
+        return None, None
+    return dedup.StackedRows(sigs), np.concatenate([k for k in keys if k is not None], axis=1)
 
 
 @dataclass
 class _FilePart:
     """What one part contributed: its file's counts, rejects, operator counts, the cleaned records
-    as tuples ``(id, messages, line, schema, group, meta, raw, sha256 of content_key)`` (tuples pickle back
-    from a worker about twice as fast as objects) and the MinHash signatures of their conversations
-    (``sig``) and prompts (``psig``), row i = ``rows[i]``."""
+    as tuples ``(id, messages, line, schema, group, meta, packed raw, sha256 of content_key)`` (tuples pickle back
+    from a worker about twice as fast as objects), the MinHash signatures of their conversations
+    (``sig``) and prompts (``psig``), row i = ``rows[i]``, and the LSH band keys of both at the
+    pair threshold (``keys``, ``pkeys``: (bands, rows), :func:`~domainft.data.dedup.band_keys`)."""
 
     rel: str
     fm: dict[str, Any]
@@ -203,6 +208,8 @@ class _FilePart:
     pii_modified: int
     sig: np.ndarray | None = None
     psig: np.ndarray | None = None
+    keys: np.ndarray | None = None
+    pkeys: np.ndarray | None = None
 
 
 def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
@@ -250,7 +257,7 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
                 key = content_key(messages)
                 digest = hashlib.sha256(key.encode("utf-8")).digest()  # record_id(messages) is its first 16 hex
                 part.rows.append((digest[:8].hex(), messages, item.line, item.schema, item.draft.group, meta,
-                                  item.raw, digest))
+                                  _pack_raw(item.raw), digest))
                 keys.append(key)
     except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
         fm["read"] += 1
@@ -260,19 +267,41 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
     d = params.dedup
     if part.rows and (d.near or d.prompt_clusters):
         part.sig = dedup.signatures(keys, d.num_perm, d.ngram)
+        part.keys = dedup.band_keys(part.sig, pair_threshold(d))
     if part.rows and d.prompt_clusters:
         part.psig = dedup.signatures([content_key(row[1], ("user",)) for row in part.rows], d.num_perm, d.ngram)
+        part.pkeys = dedup.band_keys(part.psig, pair_threshold(d))
     return part
 
 
-def _dedup(records: list[Record], raws: list, digests: list[bytes], sig: np.ndarray | None, cfg,
+def _pack_raw(raw: Any) -> bytes | tuple:
+    """A kept record's raw content as orjson bytes (a tenth of the cost of pickling the object back
+    from a worker, and far smaller in memory), or ``(raw,)`` when orjson cannot encode it; it is
+    only read again for a duplicate's reject (:func:`_unpack_raw`)."""
+    try:
+        return orjson.dumps(raw)
+    except TypeError:  # integers beyond 64 bits, non-string keys, types orjson does not know
+        return (raw,)
+
+
+def _unpack_raw(packed: bytes | tuple) -> Any:
+    """The raw object of :func:`_pack_raw` (written to rejects.jsonl as the same JSON)."""
+    return orjson.loads(packed) if isinstance(packed, bytes) else packed[0]
+
+
+def pair_threshold(cfg) -> float:
+    """Similarity from which pairs link clusters: ``threshold - cluster_margin``, at least 0.05."""
+    return max(0.05, cfg.threshold - cfg.cluster_margin)
+
+
+def _dedup(records: list[Record], raws: list, digests: list[bytes], sig, keys: np.ndarray | None, cfg,
            rejects: list[Reject], files) -> tuple[list[int], list, dict]:
     """Drop exact then near duplicates (kept = first).
 
     Args:
-        records, raws, digests: every cleaned record, its raw content and the SHA-256 of its
+        records, raws, digests: every cleaned record, its raw content (:func:`_pack_raw`) and the SHA-256 of its
             content_key (exact duplicates share it; a collision would need a SHA-256 collision).
-        sig: their conversation signatures (row i = records[i]).
+        sig, keys: their conversation signatures (row i = records[i]) and band keys (column i).
 
     Returns:
         (indices of the kept records, their conversation-similarity pairs at ``threshold -
@@ -280,7 +309,8 @@ def _dedup(records: list[Record], raws: list, digests: list[bytes], sig: np.ndar
     """
     def drop(i: int, reason: str, detail: str):
         src = records[i].source
-        rejects.append(Reject(src["file"], src["line"], "duplicate", reason, detail, raws[i], src["schema"]))
+        rejects.append(Reject(src["file"], src["line"], "duplicate", reason, detail, _unpack_raw(raws[i]),
+                              src["schema"]))
         files[src["file"]]["rejected"] += 1
         files[src["file"]]["rejected_by_reason"][reason] += 1
 
@@ -297,7 +327,8 @@ def _dedup(records: list[Record], raws: list, digests: list[bytes], sig: np.ndar
         idx = [i for i in idx if i not in dups]
     if not (cfg.near or cfg.prompt_clusters) or len(idx) < 2:
         return idx, [], dd
-    pairs = dedup.similar_pairs(sig[idx], max(0.05, cfg.threshold - cfg.cluster_margin))
+    rows = np.array(idx, dtype=np.int64)
+    pairs = dedup.similar_pairs(sig, pair_threshold(cfg), keys=keys[:, rows], rows=rows)
     if not cfg.near:
         return idx, pairs, dd
     near = dedup.near_duplicates(len(idx), pairs, cfg.threshold)
@@ -314,13 +345,15 @@ def _dedup(records: list[Record], raws: list, digests: list[bytes], sig: np.ndar
     return kept, pairs, dd
 
 
-def _cluster(records: list[Record], rows: list[int], pairs: list, psig: np.ndarray | None, cfg) -> list[Record]:
+def _cluster(records: list[Record], rows: list[int], pairs: list, psig, pkeys: np.ndarray | None,
+             cfg) -> list[Record]:
     """Set each record's cluster to the id of the first record of its component, linking
     conversation ``pairs`` and (``prompt_clusters``) prompt pairs with similarity >= threshold -
-    cluster_margin (``psig[rows[k]]`` = prompt signature of ``records[k]``)."""
+    cluster_margin (``psig[rows[k]]``, ``pkeys[:, rows[k]]`` = prompt signature and band keys of ``records[k]``)."""
     links = list(pairs)
     if cfg.prompt_clusters and len(records) > 1:
-        links += dedup.similar_pairs(psig[rows], max(0.05, cfg.threshold - cfg.cluster_margin))
+        rows = np.array(rows, dtype=np.int64)
+        links += dedup.similar_pairs(psig, pair_threshold(cfg), keys=pkeys[:, rows], rows=rows)
     comp = dedup.Components.of(len(records), links)
     for i, r in enumerate(records):
         r.cluster = records[comp.find(i)].id

@@ -72,3 +72,22 @@ def test_lsh_params_are_datasketchs_choice(num_perm):
 
     for threshold in [x / 20 for x in range(1, 20)]:
         assert dedup.lsh_params(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.1, 0.9)
+
+
+def test_similar_pairs_from_parts_equal_the_stacked_matrix():
+    """prepare's path: per-part signatures and band keys (workers), a subset of rows (after exact
+    dedup), read through StackedRows; the pairs equal those of the copied-together matrix."""
+    rng = random.Random(3)
+    base = [sentence(i, 30) for i in range(120)]
+    texts = base + [t.replace(" ", "  ", 1) + " x" for t in base[:60]] + [base[5] + " y" for _ in range(40)]
+    rng.shuffle(texts)
+    sig = dedup.signatures(texts, 64, 5)
+    parts = [sig[:70], sig[70:71], sig[71:]]
+    stacked = dedup.StackedRows(parts)
+    assert len(stacked) == len(sig) and (stacked[np.array([0, 70, 71, 219, 3])] == sig[[0, 70, 71, 219, 3]]).all()
+    keys = np.concatenate([dedup.band_keys(p, 0.7) for p in parts], axis=1)
+    assert (keys == dedup.band_keys(sig, 0.7)).all()
+    rows = np.array([i for i in range(len(texts)) if i % 7], dtype=np.int64)
+    want = dedup.similar_pairs(sig[rows], 0.7)
+    got = dedup.similar_pairs(stacked, 0.7, keys=keys[:, rows], rows=rows)
+    assert got == want and len(want) > 100  # includes a bucket above max_group (the 40 copies)

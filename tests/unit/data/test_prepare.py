@@ -397,3 +397,25 @@ def test_workers_run_the_parents_copy_of_domainft(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     expected = str(lib / "domainft" / "data" / "prepare.py")
     assert out.stdout.split() == ["worker", expected, "parent", expected]
+
+
+def test_duplicate_rejects_keep_their_raw_content(tmp_path, monkeypatch):
+    """Kept records' raw content travels packed as JSON bytes (or as the object where orjson cannot
+    encode it); a duplicate's reject gets the same raw object back, written as before."""
+    from domainft.stages import prepare as prepare_stage
+
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    big = 123456789012345678901234567890
+    lines = [alpaca(1, ticket={"id": 7, "tags": ["a", "é中"], "score": 0.5}), alpaca(2, ticket=big),
+             alpaca(3, note="\\ud800")]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines) * 2
+    (raw / "a.jsonl").write_text(text.replace('"\\\\ud800"', '"\\ud800"'), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    prepare_stage.run(parse_params({"prepare": {"raw_dir": "data/raw"}}))
+    rejects = [json.loads(x) for x in (tmp_path / "data/processed/rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(4, "exact_duplicate"), (5, "exact_duplicate"),
+                                                         (6, "exact_duplicate")]
+    assert rejects[0]["raw"]["ticket"] == {"id": 7, "tags": ["a", "é中"], "score": 0.5}
+    assert rejects[1]["raw"]["ticket"] == big and type(rejects[1]["raw"]["ticket"]) is int
+    assert rejects[2]["raw"]["note"] == "\ud800"
