@@ -278,8 +278,8 @@ def _pack_raw(raw: Any) -> bytes | tuple:
     """A kept record's raw content as orjson bytes (a tenth of the cost of pickling the object back
     from a worker, and far smaller in memory), or ``(raw,)`` when orjson cannot encode it; it is
     only read again for a duplicate's reject (:func:`_unpack_raw`)."""
-    try:
-        return orjson.dumps(raw)
+    try:  # copied: orjson's own bytes objects hold ~4 KiB of allocation each (275 MB per 70,000 kept)
+        return bytes(memoryview(orjson.dumps(raw)))
     except TypeError:  # integers beyond 64 bits, non-string keys, types orjson does not know
         return (raw,)
 
