@@ -1,6 +1,8 @@
 """Split: stable hash assignment, group awareness, stability when 10% new data arrives, leakage."""
 from __future__ import annotations
 
+import pytest
+
 from domainft.config import SplitParams
 from domainft.data.records import Record, record_id
 from domainft.data.split import assign, leakage, unit_fraction, unit_keys
@@ -138,3 +140,28 @@ def test_second_process_counts_the_same_with_large_lsh_buckets(tmp_path, monkeyp
     two = split_stage.run(parse_params({"prepare": {"workers": 2}}))
     assert one["leakage"]["near_conversations"] > 100
     assert one["leakage"] == two["leakage"]
+
+
+def test_split_files_copy_hand_edited_lines(tmp_path, monkeypatch):
+    """records.jsonl edited by hand: CRLF line ends, blank lines, no newline at the end. Each split
+    file holds the records' own lines (newline added to the last one), blank lines dropped; a line
+    of invalid UTF-8 is a ValueError naming file:line."""
+    import domainft.stages.split as split_stage
+    from domainft.config import parse_params
+    from domainft.data.prepare import read_records
+
+    lines = [rec(i).to_json().encode() for i in range(60)]
+    body = b"\r\n".join(lines[:30]) + b"\r\n\r\n\n" + b"\n".join(lines[30:])  # no final newline
+    (tmp_path / "data/processed").mkdir(parents=True)
+    (tmp_path / "data/processed/records.jsonl").write_bytes(body)
+    monkeypatch.chdir(tmp_path)
+    m = split_stage.run(parse_params({"prepare": {"workers": 1}}))
+    out = {n: (tmp_path / f"data/splits/{n}.jsonl").read_bytes() for n in ("train", "val", "test")}
+    copied = sorted(line for data in out.values() for line in data.splitlines(keepends=True))
+    want = sorted([x + b"\r\n" for x in lines[:30]] + [x + b"\n" for x in lines[30:]])
+    assert copied == want and sum(m["sizes"].values()) == 60
+    assert sorted(r.id for n in out for r in read_records(tmp_path / f"data/splits/{n}.jsonl")) == \
+        sorted(rec(i).id for i in range(60))
+    (tmp_path / "data/processed/records.jsonl").write_bytes(b"\n".join(lines[:3]) + b'\n{"id": "\xff\xfe"}\n')
+    with pytest.raises(ValueError, match=r"records.jsonl:4: not a record"):
+        split_stage.run(parse_params({"prepare": {"workers": 1}}))
