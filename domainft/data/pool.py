@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 # Imported once by the fork server, so that workers start with them loaded: installed packages only
 # (see process_pool).
@@ -19,12 +21,28 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     installed packages (:data:`_PRELOAD`), not domainft: it imports with a fresh interpreter's
     ``sys.path`` (Python 3.11 ignores the parent's there), so a preloaded domainft was whatever copy
     that finds (an editable install of another checkout), and the workers ran it instead of the
-    parent's. Workers get the parent's ``sys.path`` and import domainft themselves. Arguments and
-    results travel pickled.
+    parent's. Workers get the parent's ``sys.path`` and import domainft themselves, from the
+    parent's copy (:data:`_SAME_DOMAINFT`). Arguments and results travel pickled.
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(_PRELOAD)
     else:
         ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    root = str(Path(sys.modules["domainft"].__file__).resolve().parent.parent)
+    # The initializer cannot be a function of domainft: unpickling it would import domainft first.
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exec,
+                               initargs=(_SAME_DOMAINFT.format(root=root), {}))
+
+
+# Run by each worker first: make ``import domainft`` find the parent's copy (in folder ``root``). The
+# parent's sys.path is not always enough: multiprocessing replaces an entry "" (``python -c``, a
+# REPL) with the folder it was imported in, so a process that changed folder before that import
+# gave its workers another copy (an editable install elsewhere).
+_SAME_DOMAINFT = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.find_spec("domainft")
+if spec is None or not spec.origin or Path(spec.origin).resolve().parent.parent != Path({root!r}):
+    sys.path.insert(0, {root!r})
+"""

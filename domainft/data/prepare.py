@@ -15,9 +15,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import itertools
+import json
+import pickle
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -101,7 +103,7 @@ def prepare(params, system_prompt: str) -> PrepareResult:
     raws, digests = [], []  # per record: its packed raw content (for a duplicate's reject), sha256 of its content_key
     for part in parts:
         _merge_file_metrics(files.setdefault(part.rel, _file_metrics()), part.fm)
-        rejects += part.rejects
+        rejects += [replace(r, raw=_unpack_raw(r.raw)) for r in part.rejects]
         for rid, messages, line, schema, group, meta, raw, digest in part.rows:
             records.append(Record(rid, messages, {"file": part.rel, "line": line, "schema": schema}, "", group, meta))
             raws.append(raw)
@@ -264,6 +266,7 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
         reject(0, err.kind, err.reason, err.detail, None, None)
     if redactor is not None:
         part.pii_counts = redactor.counts
+    part.rejects = [replace(r, raw=_pack_raw(r.raw)) for r in part.rejects]  # unpacked by prepare()
     d = params.dedup
     if part.rows and (d.near or d.prompt_clusters):
         part.sig = dedup.signatures(keys, d.num_perm, d.ngram)
@@ -274,19 +277,27 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
     return part
 
 
-def _pack_raw(raw: Any) -> bytes | tuple:
-    """A kept record's raw content as orjson bytes (a tenth of the cost of pickling the object back
-    from a worker, and far smaller in memory), or ``(raw,)`` when orjson cannot encode it; it is
-    only read again for a duplicate's reject (:func:`_unpack_raw`)."""
+def _pack_raw(raw: Any) -> bytes | str | tuple:
+    """Raw content for the trip back from a worker: orjson bytes (a tenth of the cost of pickling
+    the object, and far smaller in memory); where orjson cannot encode it, ``(raw,)``, or JSON text
+    when the object is nested too deep for pickle (which recurses twice per level, json once).
+    A kept record's is only read again for a duplicate's reject (:func:`_unpack_raw`)."""
     try:  # copied: orjson's own bytes objects hold ~4 KiB of allocation each (275 MB per 70,000 kept)
         return bytes(memoryview(orjson.dumps(raw)))
-    except TypeError:  # integers beyond 64 bits, non-string keys, types orjson does not know
+    except TypeError:  # integers beyond 64 bits, non-string keys, unknown types, nesting beyond 255
+        pass
+    try:
+        pickle.dumps(raw, protocol=pickle.HIGHEST_PROTOCOL)  # rare: only what orjson refused
         return (raw,)
+    except RecursionError:
+        return json.dumps(raw)
 
 
-def _unpack_raw(packed: bytes | tuple) -> Any:
+def _unpack_raw(packed: bytes | str | tuple) -> Any:
     """The raw object of :func:`_pack_raw` (written to rejects.jsonl as the same JSON)."""
-    return orjson.loads(packed) if isinstance(packed, bytes) else packed[0]
+    if isinstance(packed, bytes):
+        return orjson.loads(packed)
+    return json.loads(packed) if isinstance(packed, str) else packed[0]
 
 
 def pair_threshold(cfg) -> float:
@@ -434,13 +445,17 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def _iter_lines(path: str | Path) -> Iterator[tuple[int, dict, bytes]]:
-    """(line number, object, line) per non-blank line; the bytes go to the parser undecoded (orjson
-    validates UTF-8 itself; the standard library's fallback raises UnicodeDecodeError, a ValueError)."""
+    """(line number, object, line) per non-blank line. The bytes go to the parser undecoded (orjson
+    validates UTF-8 itself; :func:`~domainft.data.records.loads` decodes strict UTF-8 for its
+    fallback), so a line is accepted only if a UTF-8 text-mode reader sees the same line: no BOM,
+    no other encoding, no carriage return but the one of a CRLF line end."""
     with Path(path).open("rb") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
+                if b"\r" in line.rstrip(b"\r\n"):  # text-mode readers (training) end a line there
+                    raise ValueError("a carriage return inside the line")
                 d = loads(line, numbers_in=("meta", "group"))
                 if not isinstance(d, dict):
                     raise ValueError(f"a JSON {type(d).__name__}, not an object")

@@ -41,7 +41,8 @@ ROLE_MAP: dict[str, str] = {
 def loads(text: str | bytes, numbers_in: tuple[str, ...] | None = None) -> Any:
     """``json.loads`` with orjson's speed (about 2x on our records).
 
-    The result and the error are always the standard library's: orjson turns integers beyond 64
+    The result and the error are always the standard library's (for bytes: of the text they hold
+    in UTF-8): orjson turns integers beyond 64
     bits into floats, so a result holding a float outside [-2**63, 2**64) is parsed again by
     ``json.loads``, as is text orjson rejects (``NaN``, lone surrogates, ``1e400``), which the
     standard library parses or rejects with its usual ``JSONDecodeError``.
@@ -53,10 +54,16 @@ def loads(text: str | bytes, numbers_in: tuple[str, ...] | None = None) -> Any:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        return json.loads(_text(text))
     if numbers_in is not None and isinstance(obj, dict):
-        return json.loads(text) if has_big_float([obj.get(k) for k in numbers_in]) else obj
-    return json.loads(text) if has_big_float(obj) else obj
+        return json.loads(_text(text)) if has_big_float([obj.get(k) for k in numbers_in]) else obj
+    return json.loads(_text(text)) if has_big_float(obj) else obj
+
+
+def _text(text: str | bytes) -> str:
+    """Bytes decoded as strict UTF-8 (UnicodeDecodeError, a ValueError, otherwise): ``json.loads``
+    would guess UTF-16/32 and skip a BOM, which readers of our files in text mode do not."""
+    return text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text
 
 
 def has_big_float(obj: Any) -> bool:

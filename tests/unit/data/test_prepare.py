@@ -419,3 +419,50 @@ def test_duplicate_rejects_keep_their_raw_content(tmp_path, monkeypatch):
     assert rejects[0]["raw"]["ticket"] == {"id": 7, "tags": ["a", "é中"], "score": 0.5}
     assert rejects[1]["raw"]["ticket"] == big and type(rejects[1]["raw"]["ticket"]) is int
     assert rejects[2]["raw"]["note"] == "\ud800"
+
+
+def test_workers_run_the_parents_copy_after_a_chdir(tmp_path):
+    """``python -c`` (sys.path entry "") from the folder of a copy of domainft, then a chdir before
+    multiprocessing is imported: multiprocessing hands the workers the new folder for "", where
+    there is no domainft, so they imported the installed copy."""
+    import shutil
+    import subprocess
+    import sys
+
+    import domainft
+
+    lib, other = tmp_path / "lib", tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(Path(domainft.__file__).parent, lib / "domainft", ignore=shutil.ignore_patterns("__pycache__"))
+    (lib / "domainft" / "probe_copy.py").write_text(
+        "def where():\n    import domainft.data.prepare as p\n    return p.__file__\n")
+    code = (f"import os, sys, domainft.probe_copy; assert 'multiprocessing' not in sys.modules; os.chdir({str(other)!r})\n"
+            "from domainft.data.pool import process_pool\n"
+            "with process_pool(1) as pool:\n"
+            "    print('worker', pool.submit(domainft.probe_copy.where).result(timeout=120))\n"
+            "print('parent', domainft.probe_copy.where())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=lib)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = str(lib / "domainft" / "data" / "prepare.py")
+    assert out.stdout.split() == ["worker", expected, "parent", expected]
+
+
+def test_raw_content_too_deep_to_pickle_travels_as_json():
+    """A worker's raw content that orjson refuses (nesting beyond 255) and pickle cannot write
+    (it recursed twice per level) comes back as JSON text; with workers it had crashed prepare."""
+    import pickle
+
+    from domainft.data.prepare import _pack_raw, _unpack_raw
+
+    deep: list = []
+    cur = deep
+    for _ in range(700):
+        cur.append([])
+        cur = cur[0]
+    raw = {"instruction": "q", "x": deep, "n": 2**70}
+    with pytest.raises(RecursionError):
+        pickle.dumps(raw)
+    packed = pickle.loads(pickle.dumps(_pack_raw(raw)))
+    assert isinstance(packed, str) and json.dumps(_unpack_raw(packed)) == json.dumps(raw)
+    for plain in ({"a": "é中", "b": [1, 2.5, None]}, {"n": 2**70}, "not json {", {1: "int key"}):
+        assert _unpack_raw(pickle.loads(pickle.dumps(_pack_raw(plain)))) == plain

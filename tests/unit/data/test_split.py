@@ -144,8 +144,9 @@ def test_second_process_counts_the_same_with_large_lsh_buckets(tmp_path, monkeyp
 
 def test_split_files_copy_hand_edited_lines(tmp_path, monkeypatch):
     """records.jsonl edited by hand: CRLF line ends, blank lines, no newline at the end. Each split
-    file holds the records' own lines (newline added to the last one), blank lines dropped; a line
-    of invalid UTF-8 is a ValueError naming file:line."""
+    file holds the records' own lines (newline added to the last one), blank lines dropped. A line
+    that a UTF-8 text-mode reader (the train stage) would not read as the same record is a
+    ValueError naming file:line: invalid UTF-8, a BOM, a bare CR, UTF-16."""
     import domainft.stages.split as split_stage
     from domainft.config import parse_params
     from domainft.data.prepare import read_records
@@ -162,6 +163,11 @@ def test_split_files_copy_hand_edited_lines(tmp_path, monkeypatch):
     assert copied == want and sum(m["sizes"].values()) == 60
     assert sorted(r.id for n in out for r in read_records(tmp_path / f"data/splits/{n}.jsonl")) == \
         sorted(rec(i).id for i in range(60))
-    (tmp_path / "data/processed/records.jsonl").write_bytes(b"\n".join(lines[:3]) + b'\n{"id": "\xff\xfe"}\n')
-    with pytest.raises(ValueError, match=r"records.jsonl:4: not a record"):
-        split_stage.run(parse_params({"prepare": {"workers": 1}}))
+    bad = [b'{"id": "\xff\xfe"}',  # invalid UTF-8
+           b"\xef\xbb\xbf" + lines[3],  # a BOM (a text-mode UTF-8 reader keeps it: JSON error there)
+           lines[3].replace(b',"source"', b',\r"source"'),  # a bare CR: a text-mode reader ends the line
+           lines[3].decode().encode("utf-16-be")]  # another encoding
+    for line in bad:
+        (tmp_path / "data/processed/records.jsonl").write_bytes(b"\n".join(lines[:3] + [line]) + b"\n")
+        with pytest.raises(ValueError, match=r"records.jsonl:4: not a record"):
+            split_stage.run(parse_params({"prepare": {"workers": 1}}))
