@@ -454,7 +454,7 @@ def _iter_lines(path: str | Path) -> Iterator[tuple[int, dict, bytes]]:
             if not line.strip():
                 continue
             try:
-                if b"\r" in line.rstrip(b"\r\n"):  # text-mode readers (training) end a line there
+                if b"\r" in line and b"\r" in line.rstrip(b"\r\n"):  # text-mode readers (training) end a line there
                     raise ValueError("a carriage return inside the line")
                 d = loads(line, numbers_in=("meta", "group"))
                 if not isinstance(d, dict):
