@@ -411,7 +411,7 @@ def write_jsonl(path: str | Path, rows) -> int:
 
 def read_records(path: str | Path) -> list[Record]:
     """Records of a records.jsonl / split file (raises ValueError naming file:line on bad JSON)."""
-    return read_records_and_lines(path)[0]
+    return [_record(path, i, d) for i, d, _ in _iter_lines(path)]
 
 
 def read_records_and_lines(path: str | Path) -> tuple[list[Record], list[bytes]]:
@@ -423,12 +423,16 @@ def read_records_and_lines(path: str | Path) -> tuple[list[Record], list[bytes]]
     """
     records, lines = [], []
     for i, d, line in _iter_lines(path):
-        try:
-            records.append(Record.from_dict(d))
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{i}: not a record (missing or wrong {err})") from None
+        records.append(_record(path, i, d))
         lines.append(line if line.endswith(b"\n") else line + b"\n")
     return records, lines
+
+
+def _record(path: str | Path, i: int, d: dict) -> Record:
+    try:
+        return Record.from_dict(d)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}:{i}: not a record (missing or wrong {err})") from None
 
 
 def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
