@@ -173,6 +173,7 @@ class TrainParams(_Section):
     # cannot give a new token's row a logit: the end-of-turn token is then never generated.
     train_template_tokens: bool = True
     save_steps: int = Field(50, ge=1)
+    val_max_samples: int = Field(256, ge=0)  # the post-training validation pass reads at most this many (0 = all)
     logging_steps: int = Field(1, ge=1)
     out_dir: str = "models/adapter"
     checkpoint_dir: str = "models/checkpoints"
@@ -201,7 +202,37 @@ class JudgeParams(_Section):
     backoff_s: float = Field(1.0, ge=0)  # retry i waits backoff_s * 2**i
     max_tokens: int = Field(512, ge=16)  # judge reply length
     max_samples: int = Field(0, ge=0)  # 0 = judge every evaluated sample
+    max_retry_after_s: float = Field(60.0, ge=0)  # a server's Retry-After is honoured up to this bound
     cache_path: str = "metrics/judge_cache.jsonl"
+    replies_path: str = "metrics/judge_replies.jsonl"  # every raw reply behind this run's verdicts
+
+
+class TaskParams(_Section):
+    """What "better at the task" means: the answer type and the primary metric (domainft/evaluation/task.py).
+
+    ``type``: ``text`` (free text: ROUGE-L, or the judge's correctness score when the judge is on),
+    ``label`` (a closed label set: accuracy, macro-F1, confusion), ``numeric`` (numbers with units
+    and scale, within ``numeric_rel_tol``), ``exact`` (normalised exact match) or ``contains`` (the
+    normalised reference span appears in the answer).
+    """
+
+    type: Literal["text", "label", "numeric", "exact", "contains"] = "text"
+    labels: list[str] = []  # label: the closed set; empty = the distinct references of train + test
+    aliases: dict[str, str] = {}  # label: answer text -> label, e.g. {"是": "yes", "potentially unfair": "unfair"}
+    numeric_rel_tol: float = Field(0.01, ge=0)  # numeric: |pred - gold| <= tol * |gold|
+    # auto: label -> accuracy, numeric -> numeric_match, exact -> exact_match, contains -> contains,
+    # text -> judge_correctness when the judge is enabled, else rouge_l
+    primary: Literal["auto", "accuracy", "macro_f1", "numeric_match", "exact_match", "contains", "rouge_l",
+                     "bleu", "chrf", "judge_correctness"] = "auto"
+
+
+class CollapseParams(_Section):
+    """Collapse detectors (domainft/evaluation/collapse.py); a flag blocks promotion."""
+
+    top_share_margin: float = Field(0.2, ge=0, le=1)  # flag: most common answer's share > gold's + margin
+    loop_rate_margin: float = Field(0.2, ge=0, le=1)  # flag: looping answers' share > gold's + margin
+    copy_rate_margin: float = Field(0.3, ge=0, le=1)  # flag: prompt-copying answers' share > gold's + margin
+    min_samples: int = Field(5, ge=1)  # fewer evaluated samples: figures reported, nothing flagged
 
 
 class EvaluateParams(_Section):
@@ -216,6 +247,12 @@ class EvaluateParams(_Section):
     test_path: str = "data/splits/test.jsonl"
     out_dir: str = "metrics"  # predictions.jsonl, plots/, report.html (eval.json is metrics/eval.json)
     report_worst: int = Field(10, ge=0)  # regressions shown in report.html
+    # train/val files the evaluated set is checked against (exact and near overlap) and the trivial
+    # baselines are drawn from; a missing file is reported in eval.json, not an error
+    reference_paths: list[str] = ["data/splits/train.jsonl", "data/splits/val.jsonl"]
+    progress_every: float = Field(0.1, gt=0, le=1)  # without a TTY: one progress line per this share
+    task: TaskParams = TaskParams()
+    collapse: CollapseParams = CollapseParams()
     judge: JudgeParams = JudgeParams()
 
 
@@ -228,10 +265,14 @@ class RegisterParams(_Section):
 
 
 class PromoteParams(_Section):
-    rouge_l_tolerance: float = Field(0.01, ge=0)
-    min_judge_win_rate: float | None = None
+    """Gates of ``domainft promote`` (domainft/promote.py), all on the primary task metric."""
+
+    require_improvement: bool = True  # primary: CI of tuned - base above 0, and tuned beats the trivial baselines
+    require_no_collapse: bool = True  # no collapse / loop / prompt-copy flag on the tuned answers
+    champion_tolerance: float = Field(0.01, ge=0)  # primary >= the champion's - tolerance
+    min_judge_win_rate: float | None = None  # set: the judge must have run and reached it
     require_merge_fidelity: bool = True
-    require_no_leakage: bool = True
+    require_no_leakage: bool = True  # split leakage 0 and no overlap of the evaluated set with train/val
 
 
 class VllmExportParams(_Section):
