@@ -8,16 +8,13 @@ Commands are thin adapters over the library; pipeline stages read params.yaml li
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 
 import click
 
-from domainft.config import ParamsError, load_params
 from domainft.errors import DomainftError
-
-STAGES = ["prepare", "split", "base", "train", "merge", "evaluate", "register"]
+from domainft.pipeline import STAGE_NAMES
 
 
 @click.group()
@@ -32,13 +29,10 @@ def _stage_command(name: str) -> click.Command:
     @click.command(name=name, help=f"Run the `{name}` stage with params.yaml (as `dvc repro {name}` does, without DVC).")
     @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path())
     def command(params_path: str) -> None:
+        from domainft.stages import run_stage
+
         try:
-            params = load_params(params_path)
-        except ParamsError as err:
-            raise click.ClickException(str(err)) from None
-        module = importlib.import_module(f"domainft.stages.{name}")
-        try:
-            result = module.run(params)
+            result = run_stage(name, params_path)
         except DomainftError as err:  # bad data, params or model: the message says what to fix
             raise click.ClickException(str(err)) from None
         click.echo(json.dumps(result, indent=2, default=str))
@@ -46,8 +40,9 @@ def _stage_command(name: str) -> click.Command:
     return command
 
 
-for _name in STAGES:
+for _name in STAGE_NAMES:
     cli.add_command(_stage_command(_name))
+
 
 @cli.command()
 @click.option("--metrics", "metrics_path", default="metrics/eval.json", show_default=True, type=click.Path())
@@ -75,6 +70,11 @@ def compare(metrics_path: str) -> None:
         wtl = "/".join(str(m.get(f"{n}.{k}", "-")) for k in ("wins", "ties", "losses"))
         table.add_row(n, f(m.get(n + ".base")), f(m.get(n + ".tuned")), f(m.get(n + ".delta")), ci, wtl)
     Console(width=max(110, Console().width)).print(table)
+    from domainft.evaluation.report import verdict_lines
+
+    if "primary.name" in m:
+        for line in verdict_lines(m):
+            click.echo(line)
     if "judge" in m and isinstance(m["judge"], str):
         click.echo(f"judge: {m['judge']} {m.get('judge_reason', '')}".rstrip())
 

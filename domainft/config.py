@@ -17,8 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domainft.errors import DomainftError
 
-class ParamsError(ValueError):
+
+class ParamsError(DomainftError, ValueError):
     """Raised when params.yaml is missing, unreadable or has an invalid key or value."""
 
 

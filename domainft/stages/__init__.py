@@ -1,14 +1,15 @@
 """Stage adapters: ``run(params) -> metrics dict`` per pipeline stage, shared by DVC and the CLI.
 
 Each module here reads its params section, calls one library function, writes its outputs and
-``metrics/<stage>.json``. ``stages/<name>.py`` at the repository root is the DVC entry point.
+``metrics/<stage>.json``. DVC runs ``python -m domainft.stages <stage>`` (see
+:mod:`domainft.pipeline`, the stage table dvc.yaml is rendered from); ``domainft <stage>`` runs
+the same :func:`run_stage`.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +17,23 @@ METRICS_DIR = Path("metrics")
 
 
 def write_metrics(stage: str, metrics: dict[str, Any], path: str | Path | None = None) -> Path:
-    """Write ``metrics/<stage>.json`` (sorted keys, trailing newline) and return its path."""
+    """Write ``metrics/<stage>.json`` atomically (sorted keys, trailing newline) and return its path."""
+    from domainft.atomic import write_text_atomic
+
     path = Path(path) if path else METRICS_DIR / f"{stage}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def main_for(stage: str, argv: list[str] | None = None) -> None:
-    """Entry point used by ``stages/<stage>.py``: ``python stages/<stage>.py [params.yaml]``."""
-    from domainft.config import ParamsError, load_params
+def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Load ``params_path`` and run stage ``name``; returns its metrics.
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        params = load_params(argv[0] if argv else "params.yaml")
-    except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    Raises:
+        ParamsError: params missing or invalid; DomainftError: the stage's own failures.
+    """
+    from domainft.config import load_params
     from domainft.errors import DomainftError
 
-    try:
-        importlib.import_module(f"domainft.stages.{stage}").run(params)
-    except DomainftError as err:  # bad data, params or model: one line, no traceback
-        print(f"error: {stage}: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    if not name.isidentifier() or name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+        raise DomainftError(f"unknown stage {name!r} (the stages are listed in domainft/pipeline.py)")
+    params = load_params(params_path)
+    return importlib.import_module(f"{__name__}.{name}").run(params)

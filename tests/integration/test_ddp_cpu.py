@@ -14,9 +14,9 @@ pytestmark = pytest.mark.integration
 def test_train_stage_under_torchrun_two_processes(tmp_path, tiny_model_dir):
     proj = tiny_project(tmp_path / "proj", tiny_model_dir)
     for stage in ("prepare", "split", "base"):
-        run([sys.executable, f"stages/{stage}.py"], proj)
+        run([sys.executable, "-m", "domainft.stages", stage], proj)
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "stages/train.py"], proj)
+         "-m", "domainft.stages", "train"], proj)
     m = json.loads((proj / "metrics/train.json").read_text())
     assert m["world_size"] == 2 and m["steps"] == 3
     # each optimizer step took batch_size samples on each of the 2 ranks: 3 steps of a global batch

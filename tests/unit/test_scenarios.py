@@ -21,7 +21,6 @@ from domainft.scenarios import (SCENARIOS, ScenarioError, deep_merge, init_proje
                                 scenario_params)
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE_PREFIXES = ("stages/", "domainft/")
 
 
 # ----------------------------------------------------------------------------- template
@@ -30,21 +29,7 @@ def _stages(path_or_text) -> dict:
     return yaml.safe_load(text)["stages"]
 
 
-def test_template_dvc_yaml_matches_the_repository_pipeline_except_cmd_and_code_deps():
-    root_doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    tmpl_doc = yaml.safe_load(files("domainft").joinpath("templates", "dvc.yaml").read_text())
-    assert {k: v for k, v in tmpl_doc.items() if k != "stages"} == {k: v for k, v in root_doc.items() if k != "stages"}
-    root, tmpl = root_doc["stages"], tmpl_doc["stages"]
-    assert list(tmpl) == list(root) == ["prepare", "split", "base", "train", "merge", "evaluate", "register"]
-    for name, r in root.items():
-        t = tmpl[name]
-        assert t["cmd"] == f"domainft {name}"
-        for key in ("outs", "metrics", "plots", "params"):
-            assert t.get(key) == r.get(key), f"{name}.{key} differs from dvc.yaml"
-        assert set(t) <= {"cmd", "deps", "params", "outs", "metrics", "plots"}
-        root_deps, tmpl_deps = r.get("deps", []), t.get("deps", [])
-        assert tmpl_deps == [d for d in root_deps if not d.startswith(CODE_PREFIXES)], name
-        assert all(d.startswith(CODE_PREFIXES) for d in set(root_deps) - set(tmpl_deps))
+# Both dvc.yaml files are rendered from the stage table: tests/unit/test_pipeline.py.
 
 
 def test_every_params_key_the_template_tracks_exists_in_the_params_model():

