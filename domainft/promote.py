@@ -6,18 +6,28 @@ Usage::
     domainft promote --force --reason "rollback after incident 42"
 
 Gates (params ``promote``), read from the metrics of the run behind each model version (logged by
-:func:`domainft.registry.register`):
+:func:`domainft.registry.register`). All of them use the task's primary metric
+(``evaluate.task``: accuracy for a label task, numeric_match for numbers, ROUGE-L or the judge's
+correctness for free text), never ROUGE-L alone:
 
-===============  =====================================  ==========================================
-gate             metric                                 passes when
-===============  =====================================  ==========================================
-rouge_l          ``eval.rouge_l.tuned``                 challenger >= champion - ``rouge_l_tolerance``
-                                                        (no champion yet: passes)
-judge_win_rate   ``eval.judge.pairwise.win_rate``       >= ``min_judge_win_rate``; off when that is
-                                                        null, skipped when no judge ran
-merge_fidelity   ``merge.passed`` (1.0 / 0.0)           == 1 (when ``require_merge_fidelity``)
-no_leakage       ``split.leakage.total``                == 0 (when ``require_no_leakage``)
-===============  =====================================  ==========================================
+=====================  ======================================  =========================================
+gate                   metric                                  passes when
+=====================  ======================================  =========================================
+beats_base             ``eval.primary.delta_ci_low``           > 0: the 95% CI of tuned - base lies
+                                                               above 0 (``require_improvement``)
+beats_baselines        ``eval.primary.tuned``,                 tuned > the best trivial baseline
+                       ``eval.primary.baseline``               (majority label, constant answer)
+no_collapse            ``eval.flags.tuned.any``                == 0: no collapse / loop / copy flag
+                                                               (``require_no_collapse``)
+champion               ``eval.primary.tuned``                  >= champion's - ``champion_tolerance``
+                                                               (no champion yet: passes)
+judge_win_rate         ``eval.judge.pairwise.win_rate``        >= ``min_judge_win_rate``; off when that
+                                                               is null; FAILS when no judge ran
+merge_fidelity         ``merge.passed`` (1.0 / 0.0)            == 1 (when ``require_merge_fidelity``)
+no_leakage             ``split.leakage.total``,                both == 0 (when ``require_no_leakage``):
+                       ``eval.overlap.total``                  no split leakage, no evaluated row that
+                                                               overlaps train/val
+=====================  ======================================  =========================================
 
 A required metric that is missing fails its gate (a version cannot prove it passed). ``--force``
 moves the alias despite failing gates and needs a reason, stored on the version as the tag
@@ -25,8 +35,9 @@ moves the alias despite failing gates and needs a reason, stored on the version 
 version tags: ``domainft.promote.decision``, ``domainft.promote.gates`` (JSON) and, on promotion,
 ``domainft.promote.previous_champion`` and ``domainft.promote.at`` (UTC ISO 8601).
 
-Caveat: ROUGE-L of two versions is comparable only on the same test split; when the data changed,
-compare ``dvc.test_split.md5`` tags (``domainft promote`` prints both) before trusting the delta.
+Caveat: the primary metric of two versions is comparable only on the same test split and task;
+when the data changed, compare ``dvc.test_split.md5`` tags (``domainft promote`` prints both)
+before trusting the champion gate.
 """
 from __future__ import annotations
 
@@ -40,10 +51,14 @@ import click
 from domainft.config import Params, ParamsError, PromoteParams, load_params
 from domainft.errors import DomainftError
 
-ROUGE_KEY = "eval.rouge_l.tuned"
+PRIMARY_KEY = "eval.primary.tuned"
+CI_LOW_KEY = "eval.primary.delta_ci_low"
+BASELINE_KEY = "eval.primary.baseline"
+FLAGS_KEY = "eval.flags.tuned.any"
 JUDGE_KEY = "eval.judge.pairwise.win_rate"
 MERGE_KEY = "merge.passed"
 LEAK_KEY = "split.leakage.total"
+OVERLAP_KEY = "eval.overlap.total"
 TAG = "domainft.promote."
 
 
@@ -87,49 +102,74 @@ class PromoteResult:
         return {**asdict(self), "failing": self.failing}
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
 def evaluate_gates(challenger: dict[str, float], champion: dict[str, float] | None,
                    gates: PromoteParams) -> list[Gate]:
-    """Check the challenger's run metrics against the champion's and the thresholds.
+    """Check the challenger's run metrics against the base, the baselines, the champion and thresholds.
 
     Args:
-        challenger, champion: run metrics (``eval.rouge_l.tuned`` ...); champion None = none yet.
+        challenger, champion: run metrics (``eval.primary.tuned`` ...); champion None = none yet.
         gates: params ``promote``.
 
     Returns:
-        One :class:`Gate` per gate, in the order rouge_l, judge_win_rate, merge_fidelity, no_leakage.
+        One :class:`Gate` per gate, in the order beats_base, beats_baselines, no_collapse,
+        champion, judge_win_rate, merge_fidelity, no_leakage. A gate that is on and whose metric
+        is missing fails, naming the metric.
     """
     out = []
-    tuned = challenger.get(ROUGE_KEY)
-    if champion is None:
-        out.append(Gate("rouge_l", tuned, "no champion yet", "pass" if tuned is not None else "fail",
-                        "" if tuned is not None else f"challenger lacks {ROUGE_KEY}"))
-    elif champion.get(ROUGE_KEY) is None or tuned is None:
-        side = "challenger" if tuned is None else "champion"
-        out.append(Gate("rouge_l", tuned, "?", "fail", f"{side} lacks {ROUGE_KEY}"))
-    else:
-        floor = champion[ROUGE_KEY] - gates.rouge_l_tolerance
-        out.append(Gate("rouge_l", tuned, f">= {floor:.4f} (champion {champion[ROUGE_KEY]:.4f} - "
-                        f"{gates.rouge_l_tolerance:g})", "pass" if tuned >= floor else "fail"))
+    get = challenger.get
+    tuned = get(PRIMARY_KEY)
 
-    win = challenger.get(JUDGE_KEY)
+    def need(name: str, keys: tuple[str, ...], on: bool, param: str, threshold: str, test) -> None:
+        values = [get(k) for k in keys]
+        shown = values[0]  # the first metric; the detail column gives the others
+        if not on:
+            out.append(Gate(name, shown, f"off (promote.{param}: false)", "off"))
+        elif any(v is None for v in values):
+            lacking = ", ".join(k for k, v in zip(keys, values) if v is None)
+            out.append(Gate(name, shown, threshold, "fail", f"challenger lacks {lacking}"))
+        else:
+            ok, detail = test(*values)
+            out.append(Gate(name, shown, threshold, "pass" if ok else "fail", detail))
+
+    need("beats_base", (CI_LOW_KEY, "eval.primary.delta"), gates.require_improvement, "require_improvement",
+         "95% CI low of tuned - base > 0",
+         lambda low, d: (low > 0, f"delta {d:+.4g}, CI low {low:+.4g}"))
+    need("beats_baselines", (PRIMARY_KEY, BASELINE_KEY), gates.require_improvement, "require_improvement",
+         f"tuned > best trivial baseline ({_fmt(get(BASELINE_KEY))})",
+         lambda t, b: (t > b, f"tuned {t:.4g} vs baseline {b:.4g}"))
+    need("no_collapse", (FLAGS_KEY,), gates.require_no_collapse, "require_no_collapse", f"{FLAGS_KEY} == 0",
+         lambda f: (f == 0, "flags: " + (", ".join(k for k in ("collapse", "loop", "copy")
+                                                   if get(f"eval.flags.tuned.{k}")) or "none")))
+    if champion is None:
+        out.append(Gate("champion", tuned, "no champion yet", "pass" if tuned is not None else "fail",
+                        "" if tuned is not None else f"challenger lacks {PRIMARY_KEY}"))
+    elif champion.get(PRIMARY_KEY) is None or tuned is None:
+        side = "challenger" if tuned is None else "champion"
+        out.append(Gate("champion", tuned, "?", "fail", f"{side} lacks {PRIMARY_KEY}"))
+    else:
+        floor = champion[PRIMARY_KEY] - gates.champion_tolerance
+        out.append(Gate("champion", tuned, f">= {floor:.4f} (champion {champion[PRIMARY_KEY]:.4f} - "
+                        f"{gates.champion_tolerance:g})", "pass" if tuned >= floor else "fail"))
+
+    win = get(JUDGE_KEY)
     if gates.min_judge_win_rate is None:
         out.append(Gate("judge_win_rate", win, "off (promote.min_judge_win_rate: null)", "off"))
     elif win is None:
-        out.append(Gate("judge_win_rate", None, f">= {gates.min_judge_win_rate:g}", "skip", "no judge metrics"))
+        out.append(Gate("judge_win_rate", None, f">= {gates.min_judge_win_rate:g}", "fail",
+                        f"challenger lacks {JUDGE_KEY} (no judge verdicts)"))
     else:
         out.append(Gate("judge_win_rate", win, f">= {gates.min_judge_win_rate:g}",
                         "pass" if win >= gates.min_judge_win_rate else "fail"))
 
-    for name, key, on, want, param in (
-            ("merge_fidelity", MERGE_KEY, gates.require_merge_fidelity, 1.0, "require_merge_fidelity"),
-            ("no_leakage", LEAK_KEY, gates.require_no_leakage, 0.0, "require_no_leakage")):
-        v = challenger.get(key)
-        if not on:
-            out.append(Gate(name, v, f"off (promote.{param}: false)", "off"))
-        elif v is None:
-            out.append(Gate(name, None, f"{key} == {want:g}", "fail", f"challenger lacks {key}"))
-        else:
-            out.append(Gate(name, v, f"{key} == {want:g}", "pass" if v == want else "fail"))
+    need("merge_fidelity", (MERGE_KEY,), gates.require_merge_fidelity, "require_merge_fidelity",
+         f"{MERGE_KEY} == 1", lambda v: (v == 1.0, ""))
+    need("no_leakage", (LEAK_KEY, OVERLAP_KEY), gates.require_no_leakage, "require_no_leakage",
+         f"{LEAK_KEY} == 0 and {OVERLAP_KEY} == 0",
+         lambda leak, ov: (leak == 0 and ov == 0, f"split leakage {leak:g}, evaluated rows in train/val {ov:g}"))
     return out
 
 
@@ -226,7 +266,7 @@ def print_result(result: PromoteResult, file=None) -> None:
     ts = result.test_split
     if ts.get("champion") and ts.get("challenger") and ts["champion"] != ts["challenger"]:
         console.print(f"note: test splits differ (champion {ts['champion'][:12]}, challenger "
-                      f"{ts['challenger'][:12]}); ROUGE-L deltas compare different questions")
+                      f"{ts['challenger'][:12]}); the champion gate compares different questions")
     msg = {"promoted": f"promoted v{result.challenger} to @champion (was {champ})",
            "forced": f"FORCED v{result.challenger} to @champion (was {champ}) despite failing gates: "
                      f"{', '.join(result.failing)}; reason: {result.reason}",

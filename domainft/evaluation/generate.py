@@ -72,7 +72,8 @@ def _cut(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
 @torch.inference_mode()
 def generate_ids(model, prompt_ids: list[list[int]], eos_ids: list[int], pad_id: int,
                  max_new_tokens: int = 96, batch_size: int = 8, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[tuple[list[int], bool]]:
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 progress=None) -> list[tuple[list[int], bool]]:
     """Generate continuations for already tokenized prompts, batched with left padding.
 
     Args:
@@ -84,6 +85,7 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_ids: list[int], pad_id:
         batch_size: prompts per ``model.generate`` call.
         do_sample, temperature, top_p: sampling; greedy when ``do_sample`` is False.
         seed: torch seed set before each batch when sampling (batch i uses ``seed + i``).
+        progress: optional :class:`domainft.progress.Progress`, advanced by each batch's prompts.
 
     Returns:
         N tuples ``(new token ids before the first eos, stopped_at_eos)`` in input order.
@@ -105,12 +107,14 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_ids: list[int], pad_id:
         new = gen[:, ids.shape[1]:].tolist()  # (B, new)
         for i, row in zip(idx, new):
             out[i] = _cut(row, eos)
+        if progress is not None:
+            progress.update(len(idx))
     return out  # type: ignore[return-value]
 
 
 def generate_answers(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int = 96,
                      batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
-                     top_p: float = 1.0, seed: int = 0) -> list[Generation]:
+                     top_p: float = 1.0, seed: int = 0, progress=None) -> list[Generation]:
     """Answer chat prompts (each a message list ending before the assistant turn).
 
     See :func:`generate_ids` for the arguments. The pad id is the tokenizer's pad token, falling
@@ -123,7 +127,7 @@ def generate_answers(model, tokenizer, prompts: list[list[dict[str, str]]], max_
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     raw = generate_ids(model, prompt_ids, eos_ids, pad_id, max_new_tokens, batch_size,
-                       do_sample, temperature, top_p, seed)
+                       do_sample, temperature, top_p, seed, progress)
     return [
         Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), ids, stopped, len(p))
         for (ids, stopped), p in zip(raw, prompt_ids)

@@ -91,7 +91,7 @@ class TextScorer:
 
 @torch.inference_mode()
 def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
-                 batch_size: int = 8) -> list[tuple[float, int]]:
+                 batch_size: int = 8, progress=None) -> list[tuple[float, int]]:
     """Summed NLL of each conversation's final assistant response, with teacher forcing.
 
     Labels are exactly the training labels of :func:`domainft.modeling.chat.tokenize_conversation`
@@ -100,6 +100,7 @@ def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
     Args:
         conversations: N message lists ending with the reference assistant turn.
         batch_size: sequences per forward pass (right padded, padding masked).
+        progress: optional :class:`domainft.progress.Progress`, advanced per batch.
 
     Returns:
         N tuples ``(sum of NLL in nats, number of labelled tokens)``.
@@ -130,6 +131,8 @@ def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
         )  # (B, T-1)
         counts = (shift_labels != IGNORE_INDEX).sum(1)
         out.extend(zip(nll.sum(1).tolist(), counts.tolist()))
+        if progress is not None:
+            progress.update(len(chunk))
     return [(float(a), int(b)) for a, b in out]
 
 

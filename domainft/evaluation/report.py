@@ -9,8 +9,10 @@ Files:
 * ``plots/answer_lengths.csv``: histogram of answer lengths in characters, one row per bin
   (``length_chars`` = bin start, counts for reference, base, tuned). dvc.yaml:
   ``{x: length_chars, y: {metrics/plots/answer_lengths.csv: [reference, base, tuned]}}``.
-* ``report.html``: metrics table, judge summary and the worst regressions with their prompts; no
-  external resources (inline CSS only), so it can be opened offline or logged to MLflow.
+* ``report.html``: the verdict on the primary task metric (against the base and the trivial
+  baselines), collapse flags and answer profiles, overlap with train/val, the label confusion,
+  the metrics table, judge summary and the worst regressions with their prompts; no external
+  resources (inline CSS only), so it can be opened offline or logged to MLflow.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from pathlib import Path
 from domainft.evaluation.metrics import METRICS
 
 TABLE_METRICS = (*METRICS, "response_ppl")
+TASK_METRICS = ("accuracy", "macro_f1", "numeric_match", "contains", "judge_correctness")
+PROFILE = ("distinct_rate", "top_share", "loop_rate", "copy_rate", "top_answer")
 FIELDS = ("base", "tuned", "delta", "delta_ci_low", "delta_ci_high", "wins", "ties", "losses")
 
 
@@ -69,17 +73,68 @@ td.l{text-align:left}.pos{color:#070}.neg{color:#b00}pre{white-space:pre-wrap;ba
 padding:.5em;margin:.2em 0}.item{border-top:2px solid #999;margin-top:1.5em}"""
 
 
+def verdict_lines(metrics: dict) -> list[str]:
+    """Plain-text verdict on the primary metric, the flags and the overlap (report and ``domainft compare``)."""
+    name = metrics.get("primary.name", "?")
+    if "primary.tuned" not in metrics:
+        return [f"primary metric {name}: not computed (judge: {metrics.get('judge.status', '?')})"]
+    lines = [f"primary metric {name}: base {metrics['primary.base']:.4g} -> tuned {metrics['primary.tuned']:.4g}, "
+             f"delta {metrics['primary.delta']:+.4g} (95% CI [{metrics['primary.delta_ci_low']:+.4g}, "
+             f"{metrics['primary.delta_ci_high']:+.4g}])"]
+    lines.append("tuned beats base: " + ("yes (CI above 0)" if metrics.get("primary.beats_base") else
+                                         "NO (the CI of the delta includes or lies below 0)"))
+    if "primary.baseline" in metrics:
+        lines.append(f"tuned beats the trivial baselines: {'yes' if metrics.get('primary.beats_baselines') else 'NO'} "
+                     f"(best: {metrics.get('baseline.best_name')} {metrics['primary.baseline']:.4g})")
+    for side in ("base", "tuned"):
+        raised = [k for k in ("collapse", "loop", "copy") if metrics.get(f"flags.{side}.{k}")]
+        if raised:
+            lines.append(f"FLAG {side}: {', '.join(raised)} (top share {metrics.get(f'collapse.{side}.top_share', 0):.2f} "
+                         f"vs gold {metrics.get('collapse.gold.top_share', 0):.2f}, loop rate "
+                         f"{metrics.get(f'collapse.{side}.loop_rate', 0):.2f}, prompt-copy rate "
+                         f"{metrics.get(f'collapse.{side}.copy_rate', 0):.2f})")
+    if metrics.get("overlap.total"):
+        lines.append(f"OVERLAP: {metrics['overlap.total']} of {metrics['n_samples']} evaluated rows match train/val")
+    return lines
+
+
+def task_section(metrics: dict) -> list[str]:
+    """HTML of the verdict, answer profiles and (label tasks) confusion tables."""
+    e = html.escape
+    parts = [f"<h2>Task: {e(str(metrics.get('task.type', 'text')))}</h2><ul>"]
+    parts += [f"<li>{e(line)}</li>" for line in verdict_lines(metrics)]
+    parts.append("</ul><h3>Answer profiles (collapse detectors)</h3><table><tr><th></th>"
+                 + "".join(f"<th>{p}</th>" for p in PROFILE) + "<th>flags</th></tr>")
+    for side in ("gold", "base", "tuned"):
+        flags = ", ".join(k for k in ("collapse", "loop", "copy") if metrics.get(f"flags.{side}.{k}")) or "-"
+        parts.append(f"<tr><td class='l'>{side}</td>" + "".join(
+            f"<td>{_fmt(metrics.get(f'collapse.{side}.{p}', '-'))}</td>" for p in PROFILE)
+            + f"<td class='l'>{e(flags) if side != 'gold' else ''}</td></tr>")
+    parts.append("</table>")
+    conf = metrics.get("confusion")
+    if isinstance(conf, dict):
+        for side in ("base", "tuned"):
+            cells = conf.get(side, {})
+            preds = sorted({p for row in cells.values() for p in row})
+            parts.append(f"<h3>Confusion ({side}): gold rows, predicted columns</h3><table><tr><th></th>"
+                         + "".join(f"<th>{e(p)}</th>" for p in preds) + "</tr>")
+            for g in sorted(cells):
+                parts.append(f"<tr><td class='l'>{e(g)}</td>" + "".join(f"<td>{cells[g].get(p, 0)}</td>" for p in preds) + "</tr>")
+            parts.append("</table>")
+    return parts
+
+
 def render_report(metrics: dict, rows: list[dict], worst: int = 10) -> str:
     """HTML text of the report (see module docstring)."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>domainft evaluation</title>"
-             f"<style>{CSS}</style></head><body><h1>Base vs tuned</h1>",
+             f"<style>{CSS}</style></head><body><h1>Base vs tuned</h1>", *task_section(metrics),
              f"<p>{metrics['n_samples']} test samples, language {e(str(metrics.get('language')))}, "
              f"greedy={not metrics.get('generation.do_sample', False)}, "
              f"max_new_tokens={metrics.get('generation.max_new_tokens')}. Delta = tuned - base with a "
              f"paired bootstrap 95% interval; lower perplexity is better.</p>",
              "<table><tr><th>metric</th>" + "".join(f"<th>{f}</th>" for f in FIELDS) + "</tr>"]
-    for m in TABLE_METRICS:
+    for m in (*[t for t in TASK_METRICS if f"{t}.delta" in metrics], *TABLE_METRICS):
         good = metrics[f"{m}.delta"] * (-1 if m == "response_ppl" else 1)
         cls = "pos" if good > 0 else "neg" if good < 0 else ""
         cells = "".join(f"<td class='{cls if f == 'delta' else ''}'>{_fmt(metrics[f'{m}.{f}'])}</td>" for f in FIELDS)

@@ -4,7 +4,11 @@ Outputs (under ``out_dir``, default ``metrics/``):
 
 * ``eval.json`` (written by the stage adapter): flat keys ``<metric>.<field>`` with field in
   base, tuned, delta, delta_ci_low, delta_ci_high, wins, ties, losses; ``dvc metrics diff`` shows
-  them as they are;
+  them as they are. ``primary.*`` repeats the task's primary metric (``primary.name``) under one
+  name, with ``primary.baseline`` (best trivial baseline), ``primary.beats_base`` (CI low > 0) and
+  ``primary.beats_baselines`` (0/1); ``baseline.*``, ``collapse.<base|tuned|gold>.*``,
+  ``flags.<base|tuned>.{collapse,loop,copy,any}`` (0/1), ``overlap.*`` (evaluated set vs train/val),
+  ``confusion`` (label tasks) and ``task.*`` describe the rest (docs/evaluation.md);
 * ``predictions.jsonl``: one row per sample (id, prompt, reference, both answers, scores);
 * ``plots/eval_per_metric.json``, ``plots/answer_lengths.csv`` and ``report.html``.
 """
@@ -19,7 +23,11 @@ import numpy as np
 
 from domainft.errors import DomainftError
 from domainft.evaluation.generate import generate_answers
-from domainft.evaluation.metrics import METRICS, TextScorer, compare, detect_language, response_nll
+from domainft.evaluation import collapse as collapse_mod
+from domainft.evaluation.metrics import (
+    METRICS, Paired, TextScorer, compare, detect_language, paired_bootstrap, response_nll,
+)
+from domainft.evaluation.task import TaskScorer, baselines, confusion, macro_f1, primary_metric
 
 log = logging.getLogger(__name__)
 
@@ -64,41 +72,90 @@ def load_test(path: str | Path, max_samples: int = 0) -> list[dict]:
     return records
 
 
-def answer_with(model_dir: str | Path, records: list[dict], params, seed: int) -> dict:
+def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, label: str = "model") -> dict:
     """Load one model, answer every prompt and score the reference responses (then free it).
+
+    Progress is reported per batch (:class:`domainft.progress.Progress`, ``generate <label>`` and
+    ``score <label>``).
 
     Returns:
         {"answers": [Generation], "nll": [(sum nll, tokens)]}
     """
     from domainft.modeling.base import load_model
+    from domainft.progress import Progress
 
     model, tok = load_model(model_dir)
     prompts = [r["messages"][:-1] for r in records]
-    answers = generate_answers(model, tok, prompts, params.max_new_tokens, params.batch_size,
-                               params.do_sample, params.temperature, params.top_p, seed)
-    nll = response_nll(model, tok, [r["messages"] for r in records], params.batch_size)
+    with Progress(len(records), f"generate {label}", params.progress_every) as bar:
+        answers = generate_answers(model, tok, prompts, params.max_new_tokens, params.batch_size,
+                                   params.do_sample, params.temperature, params.top_p, seed, progress=bar)
+    with Progress(len(records), f"score {label} (reference perplexity)", params.progress_every) as bar:
+        nll = response_nll(model, tok, [r["messages"] for r in records], params.batch_size, progress=bar)
     del model
     gc.collect()
     return {"answers": answers, "nll": nll}
 
 
+def _user_text(messages: list[dict]) -> str:
+    return "\n".join(m["content"] for m in messages if m["role"] == "user")
+
+
+def _macro_f1_paired(gold: list[str], base: list, tuned: list, samples: int, seed: int) -> Paired:
+    """Paired summary of macro-F1 (a corpus statistic): bootstrap of the statistic itself."""
+    g = np.array(gold, dtype=object)
+    b, t = np.array(base, dtype=object), np.array(tuned, dtype=object)
+
+    def stat(i):
+        return macro_f1(list(g[i]), list(b[i])), macro_f1(list(g[i]), list(t[i]))
+
+    bv, tv = stat(np.arange(len(g)))
+    low, high = paired_bootstrap(stat, len(g), samples, seed)
+    cb, ct = b == g, t == g
+    return Paired(bv, tv, tv - bv, low, high, int((ct & ~cb).sum()), int((ct == cb).sum()), int((cb & ~ct).sum()))
+
+
 def score_pair(records: list[dict], base: dict, tuned: dict, language: str,
-               bootstrap_samples: int = 1000, seed: int = 0) -> tuple[dict, list[dict]]:
+               bootstrap_samples: int = 1000, seed: int = 0, task=None, collapse=None,
+               train_references: list[str] | None = None, judge_enabled: bool = False) -> tuple[dict, list[dict]]:
     """Per-sample scores and paired summaries for answers from :func:`answer_with`.
+
+    Args:
+        task: :class:`domainft.config.TaskParams` (default: free text).
+        collapse: :class:`domainft.config.CollapseParams` (default thresholds).
+        train_references: reference answers of train/val, for the trivial baselines and the
+            automatic label set ([] or None: the evaluated set's own).
+        judge_enabled: a text task's ``primary: auto`` is then ``judge_correctness`` (filled in by
+            :func:`add_primary` after the judge ran).
 
     Returns:
         (flat metrics dict, prediction rows)
+
+    Raises:
+        TaskError: the task settings do not fit the references (see :class:`TaskScorer`).
     """
-    scorer = TextScorer(language)
+    from domainft.config import CollapseParams, TaskParams
+
+    task = task or TaskParams()
+    collapse_params = collapse or CollapseParams()
+    primary = primary_metric(task, judge_enabled)
+    refs = [rec["messages"][-1]["content"] for rec in records]
+    scorer = TaskScorer(task, refs, train_references or [], ids=[str(r["id"]) for r in records])
+    text = TextScorer(language)
     rows, per = [], {m: {"base": [], "tuned": []} for m in METRICS}
+    task_per = {}
+    for side, res in (("base", base), ("tuned", tuned)):
+        for m, v in scorer.per_sample([g.text for g in res["answers"]]).items():
+            task_per.setdefault(m, {})[side] = v
     for i, rec in enumerate(records):
-        ref = rec["messages"][-1]["content"]
+        ref = refs[i]
         row = {"id": rec["id"], "prompt": rec["messages"][:-1], "reference": ref, "scores": {}}
         for side, res in (("base", base), ("tuned", tuned)):
             gen = res["answers"][i]
-            s = scorer.score(gen.text, ref)
+            s = text.score(gen.text, ref)
             nll, ntok = res["nll"][i]
             s["response_ppl"] = float(np.exp(nll / ntok))
+            for m, v in task_per.items():
+                s[m] = v[side][i]
             row[f"{side}_answer"] = gen.text
             row[f"{side}_tokens"] = len(gen.token_ids)
             row[f"{side}_stopped"] = gen.stopped
@@ -107,9 +164,12 @@ def score_pair(records: list[dict], base: dict, tuned: dict, language: str,
             for m, v in s.items():
                 row["scores"].setdefault(m, {})[side] = round(v, 6)
         rows.append(row)
-    metrics: dict = {"n_samples": len(records), "language": language}
+    metrics: dict = {"n_samples": len(records), "language": language, "task.type": task.type,
+                     "primary.name": primary}
     for m in METRICS:
         metrics.update(compare(per[m]["base"], per[m]["tuned"], samples=bootstrap_samples, seed=seed).flat(m))
+    for m, v in task_per.items():
+        metrics.update(compare(v["base"], v["tuned"], samples=bootstrap_samples, seed=seed).flat(m))
     nb, nt = ([x[0] for x in r["nll"]] for r in (base, tuned))
     wb, wt = ([x[1] for x in r["nll"]] for r in (base, tuned))
     metrics.update(compare(nb, nt, lower_is_better=True, samples=bootstrap_samples, seed=seed,
@@ -119,11 +179,99 @@ def score_pair(records: list[dict], base: dict, tuned: dict, language: str,
         metrics[f"answer_tokens.{side}"] = float(np.mean([len(g.token_ids) for g in res["answers"]]))
         metrics[f"stopped_rate.{side}"] = float(np.mean([g.stopped for g in res["answers"]]))
     metrics["response_tokens"] = int(sum(wb))
+
+    labels = {}
+    if task.type == "label":
+        metrics["task.labels"] = scorer.parser.labels
+        for side, res in (("base", base), ("tuned", tuned)):
+            labels[side] = scorer.labels_of([g.text for g in res["answers"]])
+            unparsed = sum(x is None for x in labels[side])
+            metrics[f"label_unparsed.{side}"] = unparsed
+            metrics[f"label_unparsed_rate.{side}"] = unparsed / len(records)
+            for row, lab in zip(rows, labels[side]):
+                row[f"{side}_label"] = lab
+        for row, g in zip(rows, scorer.gold):
+            row["reference_label"] = g
+        metrics.update(_macro_f1_paired(scorer.gold, labels["base"], labels["tuned"], bootstrap_samples, seed).flat("macro_f1"))
+        metrics["confusion"] = {side: confusion(scorer.gold, labels[side]) for side in ("base", "tuned")}
+    if primary != "judge_correctness":
+        metrics.update(baselines(scorer, primary, train_references or [], text))
+
+    prompts = [_user_text(r["messages"][:-1]) for r in records]
+    gold_profile = collapse_mod.profile(refs, prompts, scorer.gold if task.type == "label" else None)
+    metrics.update({f"collapse.gold.{k}": v for k, v in gold_profile.items()})
+    for side, res in (("base", base), ("tuned", tuned)):
+        prof = collapse_mod.profile([g.text for g in res["answers"]], prompts, labels.get(side))
+        metrics.update({f"collapse.{side}.{k}": v for k, v in prof.items()})
+        metrics.update({f"flags.{side}.{k}": v for k, v in
+                        collapse_mod.flags(prof, gold_profile, len(records), collapse_params).items()})
+    add_primary(metrics)
     return metrics, rows
 
 
+def add_primary(metrics: dict) -> dict:
+    """Copy the paired figures of ``metrics["primary.name"]`` to ``primary.*`` and decide.
+
+    ``primary.beats_base`` is 1 when the 95% interval of tuned - base lies above 0;
+    ``primary.beats_baselines`` is 1 when tuned > ``baseline.best`` (or no baseline applies).
+    A primary metric that is missing (the judge did not run) leaves ``primary.*`` out, so the
+    promote gates fail for want of it.
+    """
+    name = metrics["primary.name"]
+    if f"{name}.tuned" not in metrics:
+        return metrics
+    for f in ("base", "tuned", "delta", "delta_ci_low", "delta_ci_high", "wins", "ties", "losses"):
+        metrics[f"primary.{f}"] = metrics[f"{name}.{f}"]
+    metrics["primary.beats_base"] = int(metrics["primary.delta_ci_low"] > 0)
+    if "baseline.best" in metrics:
+        metrics["primary.baseline"] = metrics["baseline.best"]
+        metrics["primary.beats_baselines"] = int(metrics["primary.tuned"] > metrics["baseline.best"])
+    else:
+        metrics["primary.beats_baselines"] = 1
+    return metrics
+
+
+def read_references(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
+    """Records of the reference files (train/val) and the paths that do not exist.
+
+    Raises:
+        EvalDataError: a reference file is malformed (names file:line).
+    """
+    from domainft.data.prepare import iter_record_dicts
+
+    records, missing = [], []
+    for path in paths:
+        if not Path(path).is_file():
+            missing.append(str(path))
+            continue
+        try:
+            records.extend(d for _, d in iter_record_dicts(path))
+        except ValueError as err:
+            raise EvalDataError(str(err)) from None
+    return records, missing
+
+
+def judge_primary(metrics: dict, rows: list[dict], bootstrap_samples: int, seed: int) -> dict:
+    """``judge_correctness.*``: the judge's correctness grade mapped to [0, 1] ((g - 1) / 4), paired
+    over the rows where both answers were graded; ``judge_correctness.n`` says how many."""
+    from domainft.evaluation.judge import CORRECTNESS
+
+    pairs = []
+    for r in rows:
+        single = (r.get("judge") or {}).get("single") or {}
+        b, t = single.get("base"), single.get("tuned")
+        if b and t:
+            pairs.append(((b[CORRECTNESS] - 1) / 4, (t[CORRECTNESS] - 1) / 4))
+            r["scores"]["judge_correctness"] = {"base": pairs[-1][0], "tuned": pairs[-1][1]}
+    if pairs:
+        metrics.update(compare([p[0] for p in pairs], [p[1] for p in pairs], samples=bootstrap_samples,
+                               seed=seed).flat("judge_correctness"))
+        metrics["judge_correctness.n"] = len(pairs)
+    return metrics
+
+
 def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path, params, seed: int = 42,
-             out_dir: str | Path = "metrics") -> dict:
+             out_dir: str | Path = "metrics", dedup_threshold: float = 0.8, dedup_ngram: int = 5) -> dict:
     """Run the whole evaluation and write predictions, plots and the HTML report.
 
     Args:
@@ -132,24 +280,41 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
         params: :class:`domainft.config.EvaluateParams`.
         seed: seeds sampling (when on) and the bootstrap.
         out_dir: where predictions.jsonl, plots/ and report.html go.
+        dedup_threshold, dedup_ngram: ``prepare.dedup`` settings of the overlap check.
 
     Returns:
         The flat metrics dict for ``metrics/eval.json``.
+
+    Raises:
+        EvalDataError: a malformed test or reference file; TaskError: the task does not fit the
+            references (checked before any model is loaded).
     """
     from domainft.evaluation import judge as judge_mod
     from domainft.evaluation import report
+    from domainft.evaluation.overlap import overlap
 
     records = load_test(test_path, params.max_samples)
     refs = [r["messages"][-1]["content"] for r in records]
     language = detect_language(refs) if params.language == "auto" else params.language
-    log.info("evaluating %d samples (language=%s)", len(records), language)
-    base = answer_with(base_dir, records, params, seed)
-    tuned = answer_with(tuned_dir, records, params, seed)
-    metrics, rows = score_pair(records, base, tuned, language, params.bootstrap_samples, seed)
+    references, missing = read_references(params.reference_paths)
+    train_refs = [d["messages"][-1]["content"] for d in references
+                  if d.get("messages") and d["messages"][-1].get("role") == "assistant"]
+    primary = primary_metric(params.task, params.judge.enabled)
+    TaskScorer(params.task, refs, train_refs, ids=[str(r["id"]) for r in records])  # fail before loading models
+    log.info("evaluating %d samples (language=%s, task=%s, primary metric=%s)", len(records), language,
+             params.task.type, primary)
+    base = answer_with(base_dir, records, params, seed, "base")
+    tuned = answer_with(tuned_dir, records, params, seed, "tuned")
+    metrics, rows = score_pair(records, base, tuned, language, params.bootstrap_samples, seed, params.task,
+                               params.collapse, train_refs, params.judge.enabled)
     metrics.update({"generation.do_sample": params.do_sample, "generation.max_new_tokens": params.max_new_tokens,
                     "generation.temperature": params.temperature if params.do_sample else 0.0,
                     "generation.top_p": params.top_p, "seed": seed})
+    metrics.update(overlap(records, references, dedup_threshold, dedup_ngram))
+    metrics["overlap.missing"] = missing
     metrics.update(judge_mod.judge_predictions(rows, params.judge, seed=seed))
+    if primary == "judge_correctness":
+        add_primary(judge_primary(metrics, rows, params.bootstrap_samples, seed))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:

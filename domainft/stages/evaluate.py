@@ -2,7 +2,8 @@
 
 Reads params: base.out_dir, merge.out_dir, domain.seed and the whole ``evaluate`` section
 (max_samples, max_new_tokens, batch_size, do_sample, temperature, top_p, bootstrap_samples,
-language, test_path, out_dir, report_worst, judge.*).
+language, test_path, out_dir, report_worst, reference_paths, progress_every, task.*, collapse.*,
+judge.*), prepare.dedup.threshold and prepare.dedup.ngram (the overlap check).
 
 Run: ``python stages/evaluate.py`` (DVC) or ``domainft evaluate``.
 """
@@ -22,9 +23,20 @@ def run(params: Params) -> dict:
 
     ev = params.evaluate
     metrics = evaluate(params.base.out_dir, params.merge.out_dir, ev.test_path, ev,
-                       seed=params.domain.seed, out_dir=ev.out_dir)
+                       seed=params.domain.seed, out_dir=ev.out_dir,
+                       dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram)
     write_metrics("eval", metrics)
-    log.info("rouge_l %.4f -> %.4f, response_ppl %.2f -> %.2f (n=%d)",
-             metrics["rouge_l.base"], metrics["rouge_l.tuned"],
-             metrics["response_ppl.base"], metrics["response_ppl.tuned"], metrics["n_samples"])
+    name = metrics["primary.name"]
+    if "primary.tuned" in metrics:
+        log.info("%s %.4f -> %.4f (95%% CI of delta [%.4f, %.4f]; best trivial baseline %s), n=%d",
+                 name, metrics["primary.base"], metrics["primary.tuned"], metrics["primary.delta_ci_low"],
+                 metrics["primary.delta_ci_high"], metrics.get("primary.baseline", "-"), metrics["n_samples"])
+    else:
+        log.warning("primary metric %s could not be computed (see judge.status)", name)
+    for side in ("base", "tuned"):
+        raised = [k for k in ("collapse", "loop", "copy") if metrics.get(f"flags.{side}.{k}")]
+        if raised:
+            log.warning("%s answers flagged: %s (see collapse.%s.* in metrics/eval.json)", side, ", ".join(raised), side)
+    if metrics.get("overlap.total"):
+        log.warning("%d evaluated rows overlap train/val (overlap.* in metrics/eval.json)", metrics["overlap.total"])
     return metrics

@@ -21,9 +21,15 @@ NAME = "domainft-bank"
 SPLITS_DIR_MD5 = "0123456789abcdef0123456789abcdef.dir"
 
 
-def _metrics(root, rouge=0.3, merge_passed=True, leakage=0, judge=None):
+def _metrics(root, rouge=0.3, merge_passed=True, leakage=0, judge=None, ci_low=0.05, baseline=0.1, flags=0,
+             overlap=0, eval_metrics=None):
+    """metrics/*.json of a finished run; the primary metric here is ROUGE-L (a text task)."""
     m = root / "metrics"
-    ev = {"rouge_l.base": 0.1, "rouge_l.tuned": rouge, "rouge_l.delta": rouge - 0.1, "n_samples": 52}
+    ev = eval_metrics or {
+        "rouge_l.base": 0.1, "rouge_l.tuned": rouge, "rouge_l.delta": rouge - 0.1, "n_samples": 52,
+        "primary.name": "rouge_l", "primary.base": 0.1, "primary.tuned": rouge, "primary.delta": rouge - 0.1,
+        "primary.delta_ci_low": ci_low, "primary.delta_ci_high": rouge, "primary.baseline": baseline,
+        "flags.tuned.any": flags, "flags.tuned.collapse": flags, "overlap.total": overlap}
     if judge is not None:
         ev["judge.pairwise.win_rate"] = judge
     (m / "eval.json").write_text(json.dumps(ev))
@@ -70,26 +76,87 @@ def _invoke(*args):
     return CliRunner().invoke(cli, ["promote", *args], catch_exceptions=False)
 
 
+OK = {"eval.primary.tuned": 0.29, "eval.primary.delta": 0.1, "eval.primary.delta_ci_low": 0.02,
+      "eval.primary.baseline": 0.1, "eval.flags.tuned.any": 0.0, "eval.judge.pairwise.win_rate": 0.6,
+      "merge.passed": 1.0, "split.leakage.total": 0.0, "eval.overlap.total": 0.0}
+ORDER = ["beats_base", "beats_baselines", "no_collapse", "champion", "judge_win_rate", "merge_fidelity", "no_leakage"]
+
+
 def test_gates_numbers():
-    g = PromoteParams(rouge_l_tolerance=0.01, min_judge_win_rate=0.55)
-    ok = {"eval.rouge_l.tuned": 0.29, "eval.judge.pairwise.win_rate": 0.6, "merge.passed": 1.0,
-          "split.leakage.total": 0.0}
-    champ = {"eval.rouge_l.tuned": 0.30}
-    assert [x.status for x in evaluate_gates(ok, champ, g)] == ["pass"] * 4
-    assert "champion 0.3000 - 0.01" in evaluate_gates(ok, champ, g)[0].threshold
-    bad = {**ok, "eval.rouge_l.tuned": 0.289, "eval.judge.pairwise.win_rate": 0.5, "merge.passed": 0.0,
-           "split.leakage.total": 3.0}
-    assert [x.name for x in evaluate_gates(bad, champ, g) if not x.ok] == [
-        "rouge_l", "judge_win_rate", "merge_fidelity", "no_leakage"]
-    assert evaluate_gates(bad, None, g)[0].status == "pass"  # no champion: nothing to compare with
-    no_judge = {k: v for k, v in ok.items() if k != "eval.judge.pairwise.win_rate"}
-    assert evaluate_gates(no_judge, champ, g)[1].status == "skip"
-    missing = evaluate_gates({"eval.rouge_l.tuned": 0.5}, None, g)
-    assert [(x.name, x.status) for x in missing[2:]] == [("merge_fidelity", "fail"), ("no_leakage", "fail")]
-    assert "lacks merge.passed" in missing[2].detail
-    off = PromoteParams(require_merge_fidelity=False, require_no_leakage=False)
-    assert [x.status for x in evaluate_gates({"eval.rouge_l.tuned": 0.5}, None, off)] == ["pass", "off", "off", "off"]
-    assert evaluate_gates({}, champ, g)[0].status == "fail"  # challenger without ROUGE-L
+    g = PromoteParams(champion_tolerance=0.01, min_judge_win_rate=0.55)
+    champ = {"eval.primary.tuned": 0.30}
+    gates = evaluate_gates(OK, champ, g)
+    assert [x.name for x in gates] == ORDER and [x.status for x in gates] == ["pass"] * 7
+    assert "champion 0.3000 - 0.01" in gates[3].threshold
+    bad = {**OK, "eval.primary.tuned": 0.289, "eval.primary.delta_ci_low": -0.01, "eval.primary.baseline": 0.295,
+           "eval.flags.tuned.any": 1.0, "eval.judge.pairwise.win_rate": 0.5, "merge.passed": 0.0,
+           "split.leakage.total": 0.0, "eval.overlap.total": 4.0}
+    assert [x.name for x in evaluate_gates(bad, champ, g) if not x.ok] == ORDER
+    leak = evaluate_gates({**OK, "eval.overlap.total": 4.0}, None, g)[6]
+    assert leak.status == "fail" and "evaluated rows in train/val 4" in leak.detail
+    assert evaluate_gates(bad, None, g)[3].status == "pass"  # no champion: nothing to compare with
+    # a configured judge gate without judge metrics FAILS (it used to be skipped, and promote)
+    no_judge = {k: v for k, v in OK.items() if k != "eval.judge.pairwise.win_rate"}
+    j = evaluate_gates(no_judge, champ, g)[4]
+    assert j.status == "fail" and "lacks eval.judge.pairwise.win_rate" in j.detail
+    # a run without the primary metric (e.g. only ROUGE-L, or the judge never answered) fails every primary gate
+    only_rouge = {"eval.rouge_l.tuned": 0.9, "merge.passed": 1.0, "split.leakage.total": 0.0, "eval.overlap.total": 0.0,
+                  "eval.flags.tuned.any": 0.0}
+    failing = [x.name for x in evaluate_gates(only_rouge, None, PromoteParams()) if not x.ok]
+    assert failing == ["beats_base", "beats_baselines", "champion"]
+    missing = evaluate_gates({"eval.primary.tuned": 0.5}, None, g)
+    assert [(x.name, x.status) for x in missing[5:]] == [("merge_fidelity", "fail"), ("no_leakage", "fail")]
+    assert "lacks merge.passed" in missing[5].detail
+    off = PromoteParams(require_merge_fidelity=False, require_no_leakage=False, require_improvement=False,
+                        require_no_collapse=False)
+    assert [x.status for x in evaluate_gates({"eval.primary.tuned": 0.5}, None, off)] == [
+        "off", "off", "off", "pass", "off", "off", "off"]
+    assert evaluate_gates({}, champ, g)[3].status == "fail"  # challenger without the primary metric
+
+
+def _exam(tuned_answers, base_answers, gold):
+    """eval.json metrics of a label task, computed by the evaluation code on given answers."""
+    from domainft.config import CollapseParams, TaskParams
+    from domainft.evaluation.generate import Generation
+    from domainft.evaluation.run import score_pair
+
+    recs = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"Question {i}: A, B, C or D?"},
+                                         {"role": "assistant", "content": g}]} for i, g in enumerate(gold)]
+
+    def side(texts):
+        return {"answers": [Generation(t, [1], True, 5) for t in texts], "nll": [(10.0, 5)] * len(texts)}
+
+    m, _ = score_pair(recs, side(base_answers), side(tuned_answers), "en", 300, 0,
+                      TaskParams(type="label", labels=list("ABCD")), CollapseParams(), train_references=gold)
+    m.update({"overlap.total": 0})
+    return json.loads(json.dumps(m))
+
+
+def test_always_A_exam_model_is_refused_and_a_real_improvement_is_promoted(project):
+    gold = list("ABCD") * 10  # balanced: 40 questions
+    base = [["B", "C", "D", "A"][i % 4] for i in range(40)]  # the base is always wrong
+    _metrics(project, eval_metrics=_exam(["A"] * 40, base, gold))
+    assert register(_params(1e-4))["version"] == 1
+    res = _invoke()
+    assert res.exit_code == 1
+    assert "refused: v1 fails gate(s) beats_baselines, no_collapse; @champion stays none" in res.output
+    assert "0.25" in res.output and "flags: collapse" in res.output  # each gate prints its figure
+    # tuned right on 34 of 40 (accuracy 0.85 vs base 0 and baseline 0.25): promoted
+    good = [g if i % 7 else "B" if g != "B" else "C" for i, g in enumerate(gold)]
+    ev = _exam(good, base, gold)
+    assert ev["accuracy.tuned"] == pytest.approx(34 / 40) and ev["primary.delta_ci_low"] > 0.5
+    _metrics(project, eval_metrics=ev)
+    assert register(_params(2e-4))["version"] == 2
+    res = _invoke()
+    assert res.exit_code == 0 and "promoted v2 to @champion (was none)" in res.output, res.output
+    # ROUGE-L alone cannot promote: a run whose text similarity soared but accuracy fell to 0.5 is refused
+    worse = _exam([g if i % 8 >= 4 else "ABCD"[("ABCD".index(g) + 1) % 4] for i, g in enumerate(gold)], base, gold)
+    assert worse["accuracy.tuned"] == 0.5 and worse["flags.tuned.any"] == 0
+    worse["rouge_l.tuned"] = 0.99
+    _metrics(project, eval_metrics=worse)
+    assert register(_params(3e-4))["version"] == 3
+    r = promote(_params(3e-4))
+    assert r.decision == "refused" and r.failing == ["champion"]
 
 
 def test_promotion_flow_on_sqlite(project):
@@ -109,7 +176,7 @@ def test_promotion_flow_on_sqlite(project):
     assert register(_params(2e-4))["version"] == 2
     res = _invoke()
     assert res.exit_code == 1
-    assert "refused: v2 fails gate(s) rouge_l; @champion stays v1" in res.output
+    assert "refused: v2 fails gate(s) champion; @champion stays v1" in res.output
     assert "0.25" in res.output and ">= 0.2900" in res.output
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
     assert client.get_model_version(NAME, "2").tags["domainft.promote.decision"] == "refused"
@@ -122,7 +189,7 @@ def test_promotion_flow_on_sqlite(project):
     v3 = client.get_model_version(NAME, "3")
     assert v3.tags["domainft.promote.previous_champion"] == "1"
     assert v3.tags["domainft.promote.forced"] == "false"
-    assert [g["name"] for g in json.loads(v3.tags["domainft.promote.gates"])][0] == "rouge_l"
+    assert [g["name"] for g in json.loads(v3.tags["domainft.promote.gates"])] == ORDER
 
 
 def test_failing_fidelity_and_leakage_are_named_and_force_needs_reason(project):
@@ -155,7 +222,8 @@ def test_first_version_failing_gates_gets_no_champion(project):
     with pytest.raises(mlflow.exceptions.MlflowException):
         _client().get_model_version_by_alias(NAME, "champion")
     judged = promote(_params(1e-4, promote={"min_judge_win_rate": 0.5, "require_no_leakage": False}))
-    assert judged.decision == "promoted" and judged.gates[1].status == "skip"  # no judge ran
+    assert judged.decision == "refused" and judged.failing == ["judge_win_rate"]  # configured, but no judge ran
+    assert promote(_params(1e-4, promote={"require_no_leakage": False})).decision == "promoted"
 
 
 def test_no_registered_model_is_a_clear_error(project):

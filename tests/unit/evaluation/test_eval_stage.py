@@ -79,3 +79,33 @@ def test_bad_test_record_names_file_and_line(tmp_path, make_records, line, needl
     with pytest.raises(EvalDataError, match=rf"test.jsonl:2: .*{needle}"):
         load_test(path)
     assert len(load_test(tmp_path / "test.jsonl", max_samples=1)) == 1
+
+
+def test_overlap_with_train_is_reported_and_progress_is_logged(tmp_path, monkeypatch, caplog, tiny_model_dir):
+    import logging
+
+    topics = ["wire transfers abroad", "a lost debit card", "overdraft protection", "mortgage prepayment",
+              "student savings accounts", "cheque deposits by phone", "foreign currency cash", "closing a joint account",
+              "credit limit increases", "safe deposit boxes", "standing orders", "business loan collateral"]
+    records = [{"id": f"r{i:02d}", "messages": [
+        {"role": "user", "content": f"How does the bank handle {t}? Explain the rules in detail."},
+        {"role": "assistant", "content": f"For {t}, the bank follows its published policy number {i * 7}."}]}
+        for i, t in enumerate(topics)]
+    _project(tmp_path, tiny_model_dir, tiny_model_dir, records[:8])
+    near = json.loads(json.dumps(records[5]))
+    near["id"] = "near"
+    near["messages"][-1]["content"] = near["messages"][-1]["content"].replace("policy", "policy,")
+    train = [records[1], records[3], near] + records[8:]  # 2 exact copies, 1 near copy, 4 unrelated
+    (tmp_path / "data/splits/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    m = run(parse_params({"evaluate": {"max_new_tokens": 3, "batch_size": 4, "bootstrap_samples": 100,
+                                       "progress_every": 0.5}}))
+    assert m["overlap.exact_conversations"] == 2 and m["overlap.near_conversations"] >= 1
+    assert m["overlap.total"] == 3 and m["overlap.reference_rows"] == 7
+    assert m["overlap.row_ids"] == sorted([records[1]["id"], records[3]["id"], records[5]["id"]])
+    assert m["overlap.missing"] == ["data/splits/val.jsonl"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "domainft.progress"]
+    assert [x.split(" (")[0] for x in lines if x.startswith("generate base")] == ["generate base: 50%", "generate base: 100%"]
+    assert any(x.startswith("generate tuned: 100% (8/8)") and "ETA 0 s" in x for x in lines)
+    assert "3 evaluated rows overlap train/val" in caplog.text
