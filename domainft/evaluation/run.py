@@ -313,6 +313,9 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
     metrics.update(overlap(records, references, dedup_threshold, dedup_ngram))
     metrics["overlap.missing"] = missing
     metrics.update(judge_mod.judge_predictions(rows, params.judge, seed=seed))
+    if metrics["judge.status"] == "skipped":  # the replies file is a stage output: present, and empty
+        Path(params.judge.replies_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(params.judge.replies_path).write_text("", encoding="utf-8")
     if primary == "judge_correctness":
         add_primary(judge_primary(metrics, rows, params.bootstrap_samples, seed))
     out = Path(out_dir)
