@@ -15,6 +15,12 @@ Each iteration of the worker:
    a stop string, ``max_tokens`` or whose client went away leave the batch; their cache rows and
    any leading all-pad columns are dropped.
 
+Failures are contained per request: a request whose own setup or sampling fails (a seed torch
+refuses, non-finite logits, a decode error) gets an error event and leaves; the others go on. A
+prefill that fails for a group of new requests is retried one request at a time, so only the one
+that cannot be prefilled fails. Only a failed decode step, a forward pass every running row
+shares, fails the running rows together (and resets the batch).
+
 Models whose layers are not all full attention (sliding-window / hybrid caches) are served with
 static batches instead: new requests wait until the running batch is empty.
 """
@@ -173,26 +179,28 @@ class Engine:
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while not self._stop.is_set():
-            new: list[GenRequest] = []
             try:
                 new = self._take()
                 if new:
-                    self._admit(new)
-                    new = []  # now rows of the batch
+                    self._admit(new)  # contains its own failures
                 if self._rows:
                     self._decode()
-            except Exception as err:  # keep serving: fail the affected requests, reset the batch
+            except Exception as err:  # a shared step failed: fail the running rows, reset the batch
                 log.exception("generation step failed")
-                affected = {id(r.req): r.req for r in self._rows} | {id(r): r for r in new}
-                for req in affected.values():
-                    req.on_event(Event(error=f"generation failed: {type(err).__name__}: {err}"))
-                self._finished(len(affected))
+                self._fail([r.req for r in self._rows], err)
+                self._finished(len(self._rows))
                 self._rows, self._cache, self._mask = [], None, None
         pending = [r.req for r in self._rows]
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         for req in pending:
-            req.on_event(Event(error="server shutting down"))
+            _notify(req, Event(error="server shutting down"))
+
+    @staticmethod
+    def _fail(reqs: list[GenRequest], err: BaseException) -> None:
+        """Tell each request it failed (the caller accounts for them as finished)."""
+        for req in reqs:
+            _notify(req, Event(error=f"generation failed: {type(err).__name__}: {err}"))
 
     def _take(self) -> list[GenRequest]:
         room = self.max_batch_size - len(self._rows)
@@ -219,6 +227,35 @@ class Engine:
         return out.logits[:, -1, :].float().cpu()
 
     def _admit(self, reqs: list[GenRequest]) -> None:
+        """Prefill ``reqs`` together and add them to the running batch; failures stay per request."""
+        rows = []
+        for r in reqs:
+            try:
+                gen = torch.Generator().manual_seed(r.seed) if r.seed is not None else None
+                rows.append(_Row(r, StopScanner(self.tokenizer, r.stop), pos=len(r.prompt_ids), generator=gen))
+            except Exception as err:
+                log.warning("request rejected at admission: %s: %s", type(err).__name__, err)
+                self._fail([r], err)
+                self._finished(1)
+        if not rows:
+            return
+        try:
+            cache, mask, logits = self._prefill([r.req for r in rows])
+        except Exception as err:
+            if len(rows) == 1:
+                log.exception("prefill failed")
+                self._fail([rows[0].req], err)
+                self._finished(1)
+                return
+            log.warning("prefill of %d requests failed (%s); admitting them one at a time", len(rows), err)
+            for row in rows:
+                self._admit([row.req])
+            return
+        self._rows_append(rows, cache, mask)
+        self._push(rows, logits)
+
+    def _prefill(self, reqs: list[GenRequest]):
+        """Left-padded prefill of ``reqs``: (cache, (b, P) mask, (b, V) last-position logits)."""
         from transformers import DynamicCache
 
         lens = [len(r.prompt_ids) for r in reqs]
@@ -230,13 +267,7 @@ class Engine:
             mask[i, P - lens[i]:] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, P)
         cache = DynamicCache() if self.can_join else DynamicCache(config=self.model.config)
-        logits = self._forward(ids, mask, pos, cache)
-        rows = []
-        for i, r in enumerate(reqs):
-            gen = torch.Generator().manual_seed(r.seed) if r.seed is not None else None
-            rows.append(_Row(r, StopScanner(self.tokenizer, r.stop), pos=lens[i], generator=gen))
-        self._rows_append(rows, cache, mask)
-        self._push(rows, logits)
+        return cache, mask, self._forward(ids, mask, pos, cache)
 
     def _rows_append(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
         """Append prefilled rows (their cache and (b, P) mask) to the running batch."""
@@ -266,29 +297,38 @@ class Engine:
         self._push(self._rows, logits)
 
     def _push(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        """Sample one token per row, report it, and retire finished rows."""
+        """Sample one token per row, report it, and retire finished rows (a row that fails leaves alone)."""
         for i, row in enumerate(rows):
             if row.req.cancelled.is_set():
                 row.done = True
                 continue
-            tid = sample(logits[i], row.req.temperature, row.req.top_p, row.generator)
-            row.n += 1
-            row.last = tid
-            reason = None
-            if tid in self.eos_ids:
-                delta, reason = row.scanner.flush(), "stop"
-            else:
-                delta, stopped = row.scanner.add(tid)
-                if stopped:
-                    reason = "stop"
-                elif row.n >= row.req.max_tokens or len(row.req.prompt_ids) + row.n >= self.max_model_len:
-                    delta, reason = delta + row.scanner.flush(), "length"
-            if reason:
+            try:
+                self._step_row(row, logits[i])
+            except Exception as err:
+                log.warning("request failed while sampling: %s: %s", type(err).__name__, err)
                 row.done = True
-            if delta or reason:
-                row.req.on_event(Event(delta=delta, finish_reason=reason,
-                                       prompt_tokens=len(row.req.prompt_ids), completion_tokens=row.n))
+                self._fail([row.req], err)
         self._retire()
+
+    def _step_row(self, row: _Row, logits: torch.Tensor) -> None:
+        """Sample the next token of one row from its logits (V,) and send what it adds."""
+        tid = sample(logits, row.req.temperature, row.req.top_p, row.generator)
+        row.n += 1
+        row.last = tid
+        reason = None
+        if tid in self.eos_ids:
+            delta, reason = row.scanner.flush(), "stop"
+        else:
+            delta, stopped = row.scanner.add(tid)
+            if stopped:
+                reason = "stop"
+            elif row.n >= row.req.max_tokens or len(row.req.prompt_ids) + row.n >= self.max_model_len:
+                delta, reason = delta + row.scanner.flush(), "length"
+        if reason:
+            row.done = True
+        if delta or reason:
+            row.req.on_event(Event(delta=delta, finish_reason=reason,
+                                   prompt_tokens=len(row.req.prompt_ids), completion_tokens=row.n))
 
     def _retire(self) -> None:
         keep = [i for i, r in enumerate(self._rows) if not r.done]
@@ -312,3 +352,11 @@ class Engine:
         else:
             self._cache.batch_select_indices(idx.to(self.device))
 
+
+
+def _notify(req: GenRequest, ev: Event) -> None:
+    """Deliver ``ev``; a callback that raises is logged, never allowed to stop the worker."""
+    try:
+        req.on_event(ev)
+    except Exception:
+        log.exception("on_event callback failed")

@@ -107,3 +107,49 @@ def test_full_queue_raises_and_cancelled_rows_leave(diverse):
         assert engine.steps < 1000  # cancelled rows left the batch long before their 3000 tokens
     finally:
         engine.stop()
+
+
+def test_a_failing_request_never_touches_the_others(diverse):
+    """A seed torch refuses (admission) and non-finite sampling (mid-batch) fail their own request only.
+
+    Before, both raised inside the shared batch step and every running row got the error.
+    """
+    model, tok = diverse
+    prompts = [encode_prompt(tok, [{"role": "user", "content": f"Question {k}: how do fees work?"}]) for k in range(3)]
+    engine = Engine(model, tok, eos_ids=[], max_batch_size=8, max_queue=8, max_model_len=1024).start()
+    try:
+        reqs = [(prompts[0], {"max_tokens": 20}),
+                (prompts[1], {"max_tokens": 20, "seed": 2**70, "temperature": 1.0}),  # OverflowError
+                (prompts[2], {"max_tokens": 20}),
+                (prompts[0], {"max_tokens": 20, "temperature": float("nan")}),  # multinomial on NaN
+                (prompts[1], {"max_tokens": 20})]
+        events = _run(engine, reqs, stagger=0.05)  # later ones join the running batch
+        assert engine.alive and engine.stats()["running"] == 0
+    finally:
+        engine.stop()
+    for i in (1, 3):
+        assert len(events[i]) == 1 and events[i][0].error.startswith("generation failed"), events[i]
+    for i, p in ((0, prompts[0]), (2, prompts[2]), (4, prompts[1])):
+        assert not any(e.error for e in events[i])
+        assert "".join(e.delta for e in events[i]) == tok.decode(_greedy_reference(model, p, 20), skip_special_tokens=True)
+        assert events[i][-1].completion_tokens == 20
+
+
+def test_a_prefill_that_fails_for_one_request_is_retried_alone(diverse):
+    """A prompt id outside the vocabulary breaks the shared prefill; the others are prefilled again alone."""
+    model, tok = diverse
+    good = encode_prompt(tok, [{"role": "user", "content": "hi"}])
+    engine = Engine(model, tok, eos_ids=[], max_batch_size=4, max_queue=8, max_model_len=1024)
+    events = {i: [] for i in range(3)}
+    # queued before the worker starts (submit() needs a running engine), so all three share one prefill
+    for i, prompt in enumerate((good, good[:-1] + [10**7], good)):
+        engine._queue.put_nowait(GenRequest(prompt, 6, events[i].append))
+        engine._unfinished += 1
+    engine.start()
+    try:
+        assert engine.wait_idle(60)
+    finally:
+        engine.stop()
+    assert len(events[1]) == 1 and "IndexError" in events[1][0].error
+    ref = tok.decode(_greedy_reference(model, good, 6), skip_special_tokens=True)
+    assert "".join(e.delta for e in events[0]) == ref == "".join(e.delta for e in events[2])
