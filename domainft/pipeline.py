@@ -16,8 +16,6 @@ reruns exactly the stages whose code changed. The same stage hashes the base mod
 """
 from __future__ import annotations
 
-import ast
-import hashlib
 import json
 import os
 import re
@@ -26,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-PACKAGE = "domainft"
-PACKAGE_DIR = Path(__file__).resolve().parent
+from domainft.hashing import (HASH_CACHE, PACKAGE, PACKAGE_DIR, code_files_of, code_modules,  # noqa: F401
+                              file_sha256, load_hash_cache, modules_fingerprint, save_hash_cache,
+                              tree_sha256)
+
 FINGERPRINT_DIR = "fingerprints"
-HASH_CACHE = Path(".dvc/tmp/domainft_hashes.json")  # machine-local: resolved path -> stamp, sha256
 ENTRY_MODULE = "domainft.stages.__main__"  # `python -m domainft.stages <stage>`
 
 
@@ -100,104 +99,18 @@ def stage(name: str) -> Stage:
     raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
-# ----------------------------------------------------------------------------- code closure
-def _module_file(module: str, package_dir: Path) -> Path | None:
-    """``domainft.a.b`` -> ``<package_dir>/a/b.py`` or ``.../a/b/__init__.py``; None when neither exists."""
-    parts = module.split(".")[1:]
-    base = package_dir.joinpath(*parts)
-    for candidate in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(file: Path, module: str) -> set[str]:
-    """Absolute names of the ``domainft`` modules (or module attributes) ``file`` imports, anywhere in it.
-
-    ``from domainft.x import y`` yields ``domainft.x`` and ``domainft.x.y`` (kept only when a file).
-    Relative imports are resolved against ``module``.
-    """
-    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-    is_pkg = file.name == "__init__.py"
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = module.split(".")
-                anchor = anchor[: len(anchor) - node.level + (1 if is_pkg else 0)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
-            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-                names.add(node.args[0].value)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
-
-
-def code_modules(module: str, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
-    """Every ``domainft`` module that importing and running ``module`` may execute: module -> file.
-
-    Follows imports transitively, including imports inside functions (lazy imports), and adds each
-    module's parent packages (their ``__init__.py`` runs on import).
-
-    Raises:
-        ModuleNotFoundError: ``module`` has no file under ``package_dir``.
-    """
-    if _module_file(module, package_dir) is None:
-        raise ModuleNotFoundError(f"{module} not found under {package_dir}")
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        file = _module_file(name, package_dir)
-        if file is None:  # an attribute (`from domainft.x import func`), not a module
-            continue
-        seen[name] = file
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.extend(_imports(file, name))
-    return dict(sorted(seen.items()))
-
-
+# ----------------------------------------------------------------------------- code
 def code_files(name: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     """Files (``domainft/...py``, POSIX, sorted) of the code stage ``name`` runs, entry point included."""
-    files = {**code_modules(ENTRY_MODULE, package_dir), **code_modules(stage(name).module, package_dir)}
-    return sorted(f"{PACKAGE}/{p.relative_to(package_dir).as_posix()}" for p in files.values())
+    return code_files_of([ENTRY_MODULE, stage(name).module], package_dir)
 
 
 def code_fingerprint(name: str, package_dir: Path = PACKAGE_DIR) -> str:
     """sha256 over the path and bytes of every file of :func:`code_files` (64 hex characters)."""
-    h = hashlib.sha256()
-    for rel in code_files(name, package_dir):
-        data = (package_dir.parent / rel).read_bytes()
-        h.update(f"{rel}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()
+    return modules_fingerprint([ENTRY_MODULE, stage(name).module], package_dir)
 
 
 # ----------------------------------------------------------------------------- base source
-def _hash_file(path: Path, cache: dict[str, Any]) -> str:
-    """sha256 of a file, reused from ``cache`` while its size, mtime and inode are unchanged."""
-    st = path.stat()
-    key = str(path.resolve())
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-    hit = cache.get(key)
-    if hit and hit["stamp"] == stamp:
-        return hit["sha256"]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    cache[key] = {"stamp": stamp, "sha256": h.hexdigest()}
-    return cache[key]["sha256"]
-
-
 def base_source_fingerprint(source: str, revision: str | None, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """What identifies the base model that ``base.source`` names, without the network.
 
@@ -224,7 +137,7 @@ def base_source_fingerprint(source: str, revision: str | None, cache: dict[str, 
         return out
     root = Path(src.path)
     if src.kind == "gguf":
-        out["files"] = {src.gguf_file: _hash_file(root / src.gguf_file, cache)}
+        out["files"] = {src.gguf_file: file_sha256(root / src.gguf_file, cache)}
         pkg = source.removeprefix("gguf:")
         if not pkg.endswith(".gguf"):
             try:
@@ -232,8 +145,7 @@ def base_source_fingerprint(source: str, revision: str | None, cache: dict[str, 
             except metadata.PackageNotFoundError:
                 out["package_version"] = None
         return out
-    out["files"] = {p.relative_to(root).as_posix(): _hash_file(p, cache)
-                    for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts}
+    out["files"] = tree_sha256(root, cache)
     return out
 
 
@@ -312,10 +224,7 @@ def write_fingerprints(params, out_dir: str | Path = FINGERPRINT_DIR) -> dict[st
     from domainft.atomic import write_text_atomic
 
     out = Path(out_dir)
-    try:
-        cache = json.loads(HASH_CACHE.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = load_hash_cache()
     code = {s.name: code_fingerprint(s.name) for s in STAGES if s.name != "fingerprint"}
     base = base_source_fingerprint(params.base.source, params.base.revision, cache)
     files = {f"{n}.code": h + "\n" for n, h in code.items()}
@@ -324,8 +233,7 @@ def write_fingerprints(params, out_dir: str | Path = FINGERPRINT_DIR) -> dict[st
         path = out / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
-    if HASH_CACHE.parent.is_dir():  # a DVC project: keep the hashes of large files for the next run
-        write_text_atomic(HASH_CACHE, json.dumps(cache, sort_keys=True) + "\n")
+    save_hash_cache(cache)
     return {"code": code, "base_source": base}
 
 

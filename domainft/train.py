@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -96,11 +97,50 @@ def prepare_samples(records: list[dict], tokenizer, max_seq_length: int, overlon
     return out
 
 
-def _fingerprint(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
+# Libraries whose version changes what a training step computes.
+FINGERPRINT_LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes")
+CHECKPOINT_STAMP = "domainft_checkpoint.json"  # written last into a checkpoint: it is complete
+
+
+def train_fingerprint(base_dir: str | Path, train_path: str | Path, val_path: str | Path | None,
+                      params: TrainParams, seed: int, world_size: int = 1, package_dir: Path | None = None) -> str:
+    """Identity of a training run, for resuming: checkpoints of another fingerprint are never used.
+
+    Covers the code of the train path (every domainft file ``domainft.stages.train`` runs, see
+    :func:`domainft.hashing.modules_fingerprint`), the versions of :data:`FINGERPRINT_LIBRARIES`,
+    every file of ``base_dir`` (weights, tokenizer, chat template, configs), the train and val
+    files, the ``train`` params except the two output folders, the seed and the number of
+    processes. Large files are hashed once per (size, mtime, inode) through the cache in ``.dvc/tmp``.
+
+    Args:
+        package_dir: the domainft folder whose code is hashed (default: the imported one).
+
+    Returns:
+        32 hex characters.
+    """
+    from importlib import metadata
+
+    from domainft.hashing import (PACKAGE_DIR, file_sha256, load_hash_cache, modules_fingerprint, save_hash_cache,
+                                  tree_sha256)
+
+    def version(lib):
+        try:
+            return metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cache = load_hash_cache()
+    payload = {
+        "code": modules_fingerprint(["domainft.stages.train"], package_dir or PACKAGE_DIR),
+        "libraries": {lib: version(lib) for lib in FINGERPRINT_LIBRARIES},
+        "base": tree_sha256(base_dir, cache),
+        "train": file_sha256(train_path, cache),
+        "val": file_sha256(val_path, cache) if val_path and Path(val_path).exists() else None,
+        "params": params.model_dump(mode="json", exclude={"out_dir", "checkpoint_dir"}),
+        "seed": seed, "world_size": world_size,
+    }
+    save_hash_cache(cache)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def choose_gradient_checkpointing(setting: str, device: str, num_params: int) -> bool:
@@ -131,10 +171,19 @@ def _load_for_training(base_dir: str, params: TrainParams, device: str):
     return model, tok, None
 
 
-class _LossLog:
-    """TrainerCallback: per-step loss / lr / grad norm / tokens-per-second to CSV (dvc plots) and MLflow."""
+LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]
 
-    def __init__(self, csv_path: Path, mlflow_run: bool):
+
+class _LossLog:
+    """TrainerCallback: per-step loss / lr / grad norm / tokens-per-second to CSV (dvc plots) and MLflow.
+
+    Each row is also stored in ``trainer.state.log_history`` (``tokens_per_s`` added to the entry the
+    Trainer just appended), which checkpoints save and a resumed run restores: the CSV and the
+    MLflow history of a resumed run are written from it and equal an uninterrupted run's. The
+    callback also stamps each checkpoint complete (:data:`CHECKPOINT_STAMP`, written last, atomically).
+    """
+
+    def __init__(self, csv_path: Path, mlflow_run: bool, fingerprint: str):
         from transformers import TrainerCallback
 
         outer = self
@@ -147,37 +196,90 @@ class _LossLog:
                 if not logs or "loss" not in logs:
                     return
                 secs = max(time.time() - outer.t0, 1e-9)
-                row = {"step": state.global_step, "loss": logs["loss"],
-                       "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                       "tokens_per_s": (state.num_input_tokens_seen - outer.tokens0) / secs}
-                outer.rows.append(row)
-                if outer.mlflow_run:
-                    import mlflow
+                entry = state.log_history[-1] if state.log_history else {}
+                if entry.get("loss") == logs["loss"] and entry.get("step") == state.global_step:
+                    entry["tokens_per_s"] = (state.num_input_tokens_seen - outer.tokens0) / secs
+                    row = _row(entry)
+                    if outer.mlflow_run and state.is_world_process_zero:
+                        import mlflow
 
-                    mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "step" and v is not None},
-                                       step=state.global_step)
+                        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "step" and v is not None},
+                                           step=state.global_step)
 
-        self.rows: list[dict] = []
-        self.csv_path, self.mlflow_run, self.callback = csv_path, mlflow_run, CB()
+            def on_save(self, args, state, control, **kw):
+                if state.is_world_process_zero:
+                    from domainft.atomic import write_text_atomic
 
-    def write(self) -> None:
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"])
+                    ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                    write_text_atomic(ckpt / CHECKPOINT_STAMP, json.dumps(
+                        {"fingerprint": outer.fingerprint, "step": state.global_step, "max_steps": state.max_steps}))
+
+        self.csv_path, self.mlflow_run, self.fingerprint, self.callback = csv_path, mlflow_run, fingerprint, CB()
+
+    @staticmethod
+    def rows(state) -> list[dict]:
+        """One row per logged training step, from the Trainer's (restored) log history."""
+        return [_row(e) for e in state.log_history if "loss" in e and "step" in e]
+
+    def write(self, state) -> None:
+        from domainft.atomic import atomic_file
+
+        with atomic_file(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOSS_COLUMNS)
             w.writeheader()
-            w.writerows(self.rows)
+            w.writerows(self.rows(state))
 
 
-def _latest_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
-    stamp = ckpt_dir / "fingerprint.txt"
-    if not stamp.exists() or stamp.read_text().strip() != fingerprint:
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint)
+def _row(entry: dict) -> dict:
+    return {k: entry.get(k) for k in LOSS_COLUMNS}
+
+
+def mean_train_loss(rows: list[dict]) -> float | None:
+    """Mean loss per optimizer step over the logged steps: each logged loss (the mean of the steps
+    since the previous log) weighted by that number of steps. With ``logging_steps: 1`` this is
+    the Trainer's ``training_loss`` of an uninterrupted run; unlike it, also after a resume."""
+    total, prev = 0.0, 0
+    for r in rows:
+        total += r["loss"] * (r["step"] - prev)
+        prev = r["step"]
+    return total / prev if prev else None
+
+
+def select_checkpoint(ckpt_dir: Path, fingerprint: str, remove: bool = True) -> str | None:
+    """The newest complete checkpoint of this run (``fingerprint``) that is not its final step, or None.
+
+    Skipped, with a warning, and removed when ``remove`` (rank 0): checkpoints without a
+    :data:`CHECKPOINT_STAMP` (killed while saving) or with an unreadable one; checkpoints of another
+    fingerprint (other code, base, data or params); and the final checkpoint of a finished run
+    (resuming it would train nothing and report the metrics of zero steps).
+    """
+    if not ckpt_dir.is_dir():
         return None
-    ckpts = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    ckpts = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    chosen, drop = None, []
+    for p in ckpts:
+        try:
+            stamp = json.loads((p / CHECKPOINT_STAMP).read_text())
+            fp, step, max_steps = stamp["fingerprint"], int(stamp["step"]), int(stamp["max_steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("train: skipping incomplete checkpoint %s (no valid %s: interrupted while saving)",
+                        p, CHECKPOINT_STAMP)
+            drop.append(p)
+            continue
+        if fp != fingerprint:
+            log.info("train: not resuming %s: written by another run (fingerprint %s, this run %s)", p, fp, fingerprint)
+            drop.append(p)
+        elif step >= max_steps > 0:
+            log.info("train: not resuming %s: the final step of a finished run", p)
+            drop.append(p)
+        elif chosen is None:
+            chosen = p
+    if remove:
+        for p in drop:
+            shutil.rmtree(p, ignore_errors=True)
+        (ckpt_dir / "fingerprint.txt").unlink(missing_ok=True)  # the stamp file of earlier versions
+    return str(chosen) if chosen else None
 
 
 def _sort_target_modules(config_path: Path) -> None:
@@ -228,6 +330,18 @@ def _full_logits_trainer(sft_trainer_cls):
     return FullLogitsSFTTrainer
 
 
+def _log_rows_to_mlflow(rows: list[dict]) -> None:
+    """Log loss-curve rows to the active MLflow run (batches of 1000, MLflow's limit per call)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    ms = [Metric(k, float(v), int(time.time() * 1000), int(r["step"]))
+          for r in rows for k, v in r.items() if k != "step" and v is not None]
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    for i in range(0, len(ms), 1000):
+        client.log_batch(run_id, metrics=ms[i:i + 1000])
+
+
 def score_label_positions_only() -> None:
     """Make TRL's fused LM head score only the positions that carry a label, on CPU too.
 
@@ -257,9 +371,11 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
                   mlflow_run: bool = False, callbacks: list | None = None) -> dict:
     """Train a LoRA adapter on the train split and save it (with tokenizer + chat template).
 
-    Resumes from the newest checkpoint in ``params.checkpoint_dir`` when that folder was written
-    for the same base model, data and params (a fingerprint file guards it). The adapter is
-    written to a temporary folder and renamed, so ``params.out_dir`` is never half-written.
+    Resumes from the newest complete checkpoint in ``params.checkpoint_dir`` of the same run
+    (:func:`train_fingerprint`: code, libraries, base folder, train/val data, params, seed; see
+    :func:`select_checkpoint`); the loss curve, ``train_loss`` and the MLflow history then equal an
+    uninterrupted run's. The adapter is written to a temporary folder and renamed, so
+    ``params.out_dir`` is never half-written; the checkpoints are removed once it is.
 
     Args:
         base_dir: plain HF model folder (models/base).
@@ -271,7 +387,8 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
 
     Returns:
         Metrics: sample counts and rejections, trainable tokens, steps, final and mean train loss,
-        val loss, runtime (s), real tokens/s, trainable parameter count, device, precision.
+        val loss, runtime (s), real tokens/s, trainable parameter count, device, precision,
+        ``resumed_from`` (checkpoint path or None), ``resumed_from_step`` (0: not resumed), ``fingerprint``.
 
     Raises:
         TrainError: no usable sample, or 4-bit requested without CUDA.
@@ -298,10 +415,11 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
                                               sum(p.numel() for p in model.parameters()))
     dtype = pick_dtype(params.precision, device)
     ckpt_dir = Path(params.checkpoint_dir)
-    fp = _fingerprint(params.model_dump(), seed,
-                      hashlib.sha256(Path(train_path).read_bytes()).hexdigest(),
-                      hashlib.sha256((Path(base_dir) / "config.json").read_bytes()).hexdigest())
-    resume = _latest_checkpoint(ckpt_dir, fp)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    fp = train_fingerprint(base_dir, train_path, val_path, params, seed, world_size)
+    resume = select_checkpoint(ckpt_dir, fp, remove=int(os.environ.get("RANK", "0")) == 0)
+    if resume:
+        log.info("train: resuming from %s (fingerprint %s)", resume, fp)
     cfg = SFTConfig(
         output_dir=str(ckpt_dir), per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.grad_accum,
@@ -324,15 +442,19 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     trainer = trainer_cls(model=model, args=cfg, train_dataset=to_ds(train),
                          eval_dataset=to_ds(val) if val.samples else None,
                          processing_class=tok, peft_config=lora)
-    losslog = _LossLog(Path(plots_csv), mlflow_run)
+    losslog = _LossLog(Path(plots_csv), mlflow_run, fp)
     trainer.add_callback(losslog.callback)
     for cb in callbacks or []:
         trainer.add_callback(cb)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     secs = time.time() - t0
+    rows = losslog.rows(trainer.state)
+    resumed_step = int(Path(resume).name.split("-")[-1]) if resume else 0
     if trainer.is_world_process_zero():
-        losslog.write()
+        losslog.write(trainer.state)
+        if mlflow_run and resume:  # the steps before the resume were logged by the interrupted run
+            _log_rows_to_mlflow([r for r in rows if r["step"] <= resumed_step])
     val_loss = trainer.evaluate()["eval_loss"] if val.samples else None
 
     if trainer.is_world_process_zero():  # one writer under `accelerate launch` (DDP/FSDP)
@@ -346,6 +468,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         tok.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: nothing left to resume
 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     tokens = trainer.state.num_input_tokens_seen
@@ -355,13 +478,14 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         "prompt_trimmed": train.trimmed,
         "trainable_label_tokens": sum(s.num_trainable for s in train.samples),
         "steps": trainer.state.global_step, "epochs": float(trainer.state.epoch or 0),
-        "train_loss": float(result.training_loss),
-        "final_step_loss": losslog.rows[-1]["loss"] if losslog.rows else None,
+        "train_loss": mean_train_loss(rows) if rows else float(result.training_loss),
+        "final_step_loss": rows[-1]["loss"] if rows else None,
         "val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss is not None else None,
         "runtime_s": round(secs, 2), "real_tokens": int(tokens),
         "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
         "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
-        "gradient_checkpointing": grad_ckpt, "resumed_from": resume,
+        "gradient_checkpointing": grad_ckpt,
+        "resumed_from": resume, "resumed_from_step": resumed_step, "fingerprint": fp,
         "trained_token_ids": template_ids,
         "world_size": trainer.args.world_size,  # processes (DDP/FSDP ranks); global batch = world_size x batch
     }

@@ -1,13 +1,14 @@
 """Training: counts, every trainable parameter changes, EOS learnt, resume equals uninterrupted."""
 import json
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from domainft.config import TrainParams
 from domainft.modeling.chat import end_of_turn, encode_prompt
-from domainft.train import TrainError, prepare_samples, train_adapter
+from domainft.train import TrainError, prepare_samples, select_checkpoint, train_adapter
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 
@@ -117,23 +118,113 @@ class _StopAt:
         self.cb = CB()
 
 
+def _csv_rows(path):
+    """Loss CSV rows without tokens_per_s (a timing)."""
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,loss,learning_rate,grad_norm,tokens_per_s"
+    return [line.rsplit(",", 1)[0] for line in lines[1:]]
+
+
 def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
     train = _write(tmp_path / "train.jsonl", _records(24))
     a = tmp_path / "a"
-    train_adapter(str(tiny_model_dir), train, None, _params(a, max_steps=6, save_steps=2),
-                  plots_csv=str(a / "loss.csv"))
+    ma = train_adapter(str(tiny_model_dir), train, None, _params(a, max_steps=6, save_steps=2),
+                       plots_csv=str(a / "loss.csv"))
+    assert ma["resumed_from"] is None and ma["resumed_from_step"] == 0
+    assert not (a / "ckpt").exists()  # a finished run leaves nothing to "resume"
     b = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
         train_adapter(str(tiny_model_dir), train, None, _params(b, max_steps=6, save_steps=2),
                       plots_csv=str(b / "loss.csv"), callbacks=[_StopAt(5).cb])
     assert not (b / "adapter").exists()  # never half-written
-    m = train_adapter(str(tiny_model_dir), train, None, _params(b, max_steps=6, save_steps=2),
-                      plots_csv=str(b / "loss.csv"))
-    assert m["resumed_from"].endswith("checkpoint-4")
+    # killed while saving checkpoint-6: model weights written, no completion stamp
+    half = b / "ckpt" / "checkpoint-6"
+    shutil.copytree(b / "ckpt" / "checkpoint-4", half)
+    (half / "domainft_checkpoint.json").unlink()
+    (half / "trainer_state.json").unlink()
+    mb = train_adapter(str(tiny_model_dir), train, None, _params(b, max_steps=6, save_steps=2),
+                       plots_csv=str(b / "loss.csv"))
+    assert mb["resumed_from"].endswith("checkpoint-4") and mb["resumed_from_step"] == 4
     wa = load_file(a / "adapter" / "adapter_model.safetensors")
     wb = load_file(b / "adapter" / "adapter_model.safetensors")
     assert wa.keys() == wb.keys()
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
+    # the resumed run reports the whole run: 6 loss rows, the same losses and the same mean loss
+    assert len(_csv_rows(b / "loss.csv")) == 6
+    assert _csv_rows(b / "loss.csv") == _csv_rows(a / "loss.csv")
+    for key in ("steps", "train_loss", "final_step_loss", "real_tokens", "trainable_label_tokens"):
+        assert mb[key] == pytest.approx(ma[key], rel=1e-6, abs=1e-9), key
+
+
+def test_checkpoint_of_another_base_or_a_finished_run_is_never_resumed(tiny_model_dir, tmp_path):
+    train = _write(tmp_path / "train.jsonl", _records(24))
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(str(tiny_model_dir), train, None, _params(tmp_path, max_steps=6, save_steps=2),
+                      callbacks=[_StopAt(5).cb], plots_csv=str(tmp_path / "loss.csv"))
+    assert (tmp_path / "ckpt" / "checkpoint-4" / "domainft_checkpoint.json").exists()
+    # same config.json and tokenizer, other weights: the issue's second base resumed the first's checkpoint
+    other = tmp_path / "other_base"
+    shutil.copytree(tiny_model_dir, other)
+    w = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in w.items()}, str(other / "model.safetensors"))
+    m = train_adapter(str(other), train, None, _params(tmp_path, max_steps=6, save_steps=2),
+                      plots_csv=str(tmp_path / "loss.csv"))
+    assert m["resumed_from"] is None and m["steps"] == 6
+    assert not (tmp_path / "ckpt").exists()
+    # killed after the final checkpoint, before the adapter was written: that step is not "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(str(other), train, None, _params(tmp_path, max_steps=6, save_steps=2),
+                      callbacks=[_StopAt(5).cb], plots_csv=str(tmp_path / "loss.csv"))
+    ckpt = tmp_path / "ckpt"
+    final = ckpt / "checkpoint-6"
+    shutil.copytree(ckpt / "checkpoint-4", final)
+    stamp = json.loads((final / "domainft_checkpoint.json").read_text())
+    assert stamp["step"] == 4 and stamp["max_steps"] == 6
+    (final / "domainft_checkpoint.json").write_text(json.dumps({**stamp, "step": 6}))
+    assert select_checkpoint(ckpt, stamp["fingerprint"], remove=False).endswith("checkpoint-4")
+    assert select_checkpoint(ckpt, "another run", remove=False) is None
+    m = train_adapter(str(other), train, None, _params(tmp_path, max_steps=6, save_steps=2),
+                      plots_csv=str(tmp_path / "loss.csv"))
+    assert m["resumed_from_step"] == 4 and m["steps"] == 6
+
+
+def test_fingerprint_covers_code_base_weights_template_data_and_params(tiny_model_dir, tmp_path):
+    from domainft.hashing import PACKAGE_DIR
+    from domainft.train import train_fingerprint
+
+    train = _write(tmp_path / "train.jsonl", _records(8))
+    val = _write(tmp_path / "val.jsonl", _records(3))
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    pkg = tmp_path / "pkg" / "domainft"
+    shutil.copytree(PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    p = _params(tmp_path)
+
+    def fp(**kw):
+        args = dict(base_dir=base, train_path=train, val_path=val, params=p, seed=42, package_dir=pkg) | kw
+        return train_fingerprint(**args)
+
+    ref = fp()
+    assert fp() == ref and len(ref) == 32
+    assert fp(seed=1) != ref and fp(params=_params(tmp_path, learning_rate=2e-3)) != ref
+    assert fp(params=_params(tmp_path, out_dir="elsewhere", checkpoint_dir="x")) == ref  # where, not what
+    assert fp(world_size=2) != ref
+    (tmp_path / "val.jsonl").write_text((tmp_path / "val.jsonl").read_text() + "\n")
+    assert fp() != ref
+    ref = fp()
+    for rel in ("chat_template.jinja", "tokenizer.json", "model.safetensors"):
+        f = base / rel
+        f.write_bytes(f.read_bytes() + b" ")
+        assert fp() != ref, rel
+        ref = fp()
+    for rel in ("train.py", "modeling/base.py", "tracking.py", "stages/train.py"):  # the train path's code
+        f = pkg / rel
+        f.write_text(f.read_text() + "\n# a comment\n")
+        assert fp() != ref, rel
+        ref = fp()
+    f = pkg / "evaluation" / "metrics.py"
+    f.write_text(f.read_text() + "\n# a comment\n")
+    assert fp() == ref  # not on the train path
 
 
 def test_padding_free_batches_do_not_attend_across_samples(tiny_model_dir, smollm2_tokenizer):
