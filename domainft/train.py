@@ -407,6 +407,9 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         raise TrainError(f"no usable training sample in {train_path}: rejected {dict(train.rejected)}")
     val = prepare_samples(read_jsonl(val_path), tok, params.max_seq_length, params.overlong, last_only) \
         if val_path and Path(val_path).exists() else Prepared([])
+    val_total = len(val.samples)
+    if params.val_max_samples and val_total > params.val_max_samples:  # the file's first N: same every run
+        val = Prepared(val.samples[:params.val_max_samples], val.rejected, val.trimmed)
 
     def to_ds(p: Prepared):
         return Dataset.from_list([{"input_ids": s.input_ids, "labels": s.labels} for s in p.samples])
@@ -455,6 +458,9 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         losslog.write(trainer.state)
         if mlflow_run and resume:  # the steps before the resume were logged by the interrupted run
             _log_rows_to_mlflow([r for r in rows if r["step"] <= resumed_step])
+    if val.samples:
+        log.info("validation pass: %d of %d val samples (train.val_max_samples: %d)", len(val.samples),
+                 val_total, params.val_max_samples)
     val_loss = trainer.evaluate()["eval_loss"] if val.samples else None
 
     if trainer.is_world_process_zero():  # one writer under `accelerate launch` (DDP/FSDP)
@@ -473,7 +479,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     tokens = trainer.state.num_input_tokens_seen
     return {
-        "train_samples": len(train.samples), "val_samples": len(val.samples),
+        "train_samples": len(train.samples), "val_samples": len(val.samples), "val_samples_total": val_total,
         "rejected": dict(train.rejected), "rejected_total": sum(train.rejected.values()),
         "prompt_trimmed": train.trimmed,
         "trainable_label_tokens": sum(s.num_trainable for s in train.samples),
