@@ -10,6 +10,7 @@ Usage::
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,51 @@ class CleanParams(_Section):
     languages: list[str] = []  # e.g. ["en", "zh"]; empty = no language filter
 
 
+class ThreadParams(_Section):
+    """Conversations rebuilt from a thread (domainft/data/mapping.py): one sample per agent reply,
+    with the history before it. Either ``turns`` (a list of turns inside each record, STC3) or
+    ``id`` + ``reply_to`` (one message per row, linked by reply ids, twcs)."""
+
+    turns: str | None = None  # path to the list of turns in a record, e.g. turns
+    id: str | None = None  # reply links: field holding the message's id, e.g. tweet_id
+    reply_to: str | None = None  # reply links: field holding the id it answers, e.g. in_response_to_tweet_id
+    role: str = "role"  # field of a turn / row naming its speaker, e.g. sender, inbound
+    roles: dict[str, Literal["user", "assistant"]]  # speaker value (as text) -> role, e.g. {helpdesk: assistant}
+    text: str = "text"  # field of a turn / row with its text, or a list of texts (joined by a newline)
+    max_history: int = Field(0, ge=0)  # turns kept before each reply (0 = all)
+
+
+class JoinParams(_Section):
+    """A lookup table joined into each record of a source (read whole, not as records)."""
+
+    file: str  # glob (path under raw_dir or file name) of the lookup file, e.g. cuad_category_descriptions.csv
+    key: str  # template over a lookup row giving its key, e.g. "{{ Category }}"
+    on: str  # template over the record giving the key to look up, e.g. "{{ item.name }}"
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the joined row's name in templates
+    required: bool = True  # no matching row: reject the record (join_missing); else the name is None
+
+
+class SourceParams(_Section):
+    """Declarative mapping of one file glob's records to conversations (domainft/data/mapping.py).
+
+    Templates are jinja2 (sandboxed, undefined names are errors) over the record's fields, plus
+    ``record`` (the whole record), ``item``/``index`` (explode), ``key`` (dict-of-records) and
+    the joined rows; filters ``table`` (2-D list or list of objects -> pipe table) and ``literal``
+    (a Python/JSON literal in a string -> the value)."""
+
+    records: str = ""  # dotted path to the records inside the file or row ("" = top level)
+    explode: str | None = None  # dotted path to a list in each record: one record per element (item)
+    explode_columns: str | None = None  # regex over column names: one record per matching column (item.name = group 1)
+    join: list[JoinParams] = []
+    where: str | None = None  # template; false / empty / 0 / no -> rejected (reason `where`, kind filtered)
+    system: str | None = None  # template of the system turn (default: domain.system_prompt)
+    user: str | None = None  # template of the user turn (required unless thread)
+    assistant: str | None = None  # template of the assistant turn (required unless thread)
+    group: str | None = None  # template of the split group (document, contract, thread, company)
+    meta: dict[str, str] = {}  # meta field -> template
+    thread: ThreadParams | None = None
+
+
 class PrepareParams(_Section):
     """Ingest + clean + PII + dedup (domainft/data/prepare.py); schemas in domainft/data/schemas.py."""
 
@@ -95,6 +141,7 @@ class PrepareParams(_Section):
     clean: CleanParams = CleanParams()
     pii: PiiParams = PiiParams()
     dedup: DedupParams = DedupParams()
+    sources: dict[str, SourceParams] = {}  # file glob -> mapping of nested / linked records (first match wins)
 
     @field_validator("encodings")
     @classmethod
@@ -324,11 +371,45 @@ class Params(_Section):
     serve: ServeParams = ServeParams()
 
 
+# A ``*_env`` param names the environment variable that holds a secret; never the secret itself.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SECRET_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghs_", "github_pat_", "glpat-", "hf_", "xox",
+                   "AKIA", "ASIA", "AIza", "Bearer ", "eyJ")
+
+
+def looks_like_secret(value: str) -> bool:
+    """True for a value shaped like a credential (a known key prefix, or >= 20 characters mixing
+    lower case, upper case and digits): typical environment variable names are neither."""
+    if value.startswith(SECRET_PREFIXES):
+        return True
+    return len(value) >= 20 and any(c.islower() for c in value) and any(c.isupper() for c in value) \
+        and any(c.isdigit() for c in value)
+
+
+def _check_env_names(data: Any, where: str = "") -> list[str]:
+    """Problems of every ``*_env`` value in ``data`` (a params mapping); the values are never quoted."""
+    problems = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{where}{k}"
+            if isinstance(v, dict):
+                problems += _check_env_names(v, key + ".")
+            elif str(k).endswith("_env") and v is not None:
+                if isinstance(v, str) and ENV_NAME.match(v) and not looks_like_secret(v):
+                    continue
+                why = "looks like a secret itself" if isinstance(v, str) and looks_like_secret(v) \
+                    else "is not a variable name (letters, digits, _)"
+                problems.append(f"  {key}: must name an environment variable (e.g. DOMAINFT_JUDGE_API_KEY); "
+                                f"the value given {why} and is not shown: put the secret in the variable")
+    return problems
+
+
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {key}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "extra_forbidden" else ""))
+        shown = e["type"] != "extra_forbidden" and not key.endswith("_env")  # a *_env value may be a secret
+        lines.append(f"  {key}: {e['msg']}" + (f" (got {e['input']!r})" if shown else ""))
     return "\n".join(lines)
 
 
@@ -336,12 +417,35 @@ def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
     """Validate a params mapping.
 
     Raises:
-        ParamsError: naming every invalid dotted key, e.g. ``train.lora.r``.
+        ParamsError: naming every invalid dotted key, e.g. ``train.lora.r``; a ``*_env`` value that
+            is not an environment variable name (its value is never part of the message).
     """
+    problems = _check_env_names(data or {})
+    if problems:
+        raise ParamsError(f"invalid {source}:\n" + "\n".join(problems))
     try:
         return Params.model_validate(data or {})
     except ValidationError as err:
         raise ParamsError(f"invalid {source}:\n{_format_errors(err)}") from None
+
+
+def _duplicate_keys(node: yaml.Node, where: str = "") -> list[str]:
+    """``key (lines a and b)`` for every mapping key given twice, at any depth, as dotted names."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+            line = k.start_mark.line + 1
+            if name in first:
+                found.append(f"{where}{name} (lines {first[name]} and {line})")
+            else:
+                first[name] = line
+            found += _duplicate_keys(v, f"{where}{name}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _duplicate_keys(item, where)
+    return found
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -351,15 +455,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         path: YAML file; a missing section takes its defaults.
 
     Raises:
-        ParamsError: file missing, not YAML, or a key unknown / ill-typed (named dotted).
+        ParamsError: file missing, not YAML, a key given twice (named with both lines; DVC refuses
+            such a file too), or a key unknown / ill-typed (named dotted).
     """
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"params file not found: {path}")
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        dups = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    if dups:
+        raise ParamsError(f"{path}: duplicate key {'; '.join(dups)}: each key may appear once")
     if data is not None and not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
     return parse_params(data, source=str(path))

@@ -21,11 +21,10 @@ from typing import Any
 import yaml
 
 from domainft.config import Params
-from domainft.tracking import git_facts, setup_mlflow
+from domainft.tracking import MAX_PARAM_CHARS, git_facts, log_params, param_items, setup_mlflow  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-MAX_PARAM_CHARS = 500  # MLflow's hard limit is 6000 (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
 ALIAS_CHALLENGER, ALIAS_CHAMPION = "challenger", "champion"
 LINEAGE_PATHS = {  # tag suffix -> dvc.lock path
     "raw": "data/raw", "processed": "data/processed", "splits": "data/splits",
@@ -172,29 +171,8 @@ def lineage_tags(params: Params, lock: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-def param_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Like :func:`flatten`, but a dict with user-chosen keys (globs, file or column names such as
-    ``prepare.schema_overrides``) stays one JSON value instead of producing invalid MLflow names."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and all(re.fullmatch(r"[A-Za-z0-9_-]+", str(x)) for x in v):
-            out.update(param_items(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _log_params(mlflow, params: Params) -> None:
-    flat = param_items(params.model_dump())
-    short, long = {}, {}
-    for k, v in flat.items():
-        s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-        (long if len(s) > MAX_PARAM_CHARS else short)[k] = s
-    for k, s in long.items():
-        short[k + ".sha256"] = hashlib.sha256(s.encode()).hexdigest()
-        mlflow.log_text(s, f"params/{k}.txt")
-    mlflow.log_params(short)
+    log_params(mlflow, param_items(params.model_dump()))
 
 
 def fingerprint(params: Params, lock: dict[str, str]) -> str:

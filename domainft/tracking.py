@@ -6,8 +6,12 @@ the model registry).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
+from typing import Any
 
 from domainft.config import Params
 
@@ -48,6 +52,42 @@ def setup_mlflow(params: Params):
         os.environ["MLFLOW_TRACKING_URI"] = user_env
     mlflow.set_experiment(params.register.experiment)
     return mlflow
+
+
+def param_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Like :func:`flatten`, but a dict with user-chosen keys (globs, file or column names such as
+    ``prepare.schema_overrides``) stays one JSON value instead of producing invalid MLflow names."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(re.fullmatch(r"[A-Za-z0-9_-]+", str(x)) for x in v):
+            out.update(param_items(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+MAX_PARAM_CHARS = 500  # MLflow's hard limit is 6000 (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
+
+
+def log_params(mlflow, flat: dict[str, Any]) -> dict[str, str]:
+    """Log ``{dotted key: value}`` as MLflow params, none truncated.
+
+    Lists and dicts are logged as JSON. A value longer than :data:`MAX_PARAM_CHARS` is logged as
+    ``<key>.sha256`` (of the full text) plus the full text as the artifact ``params/<key>.txt``.
+
+    Returns:
+        The params logged (key -> string).
+    """
+    short, long = {}, {}
+    for k, v in flat.items():
+        s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        (long if len(s) > MAX_PARAM_CHARS else short)[k] = s
+    for k, s in long.items():
+        short[k + ".sha256"] = hashlib.sha256(s.encode()).hexdigest()
+        mlflow.log_text(s, f"params/{k}.txt")
+    mlflow.log_params(short)
+    return short
 
 
 def git_facts() -> dict[str, str]:

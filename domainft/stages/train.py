@@ -5,7 +5,7 @@ import os
 
 from domainft.config import Params
 from domainft.stages import write_metrics
-from domainft.tracking import setup_mlflow
+from domainft.tracking import log_params, param_items, setup_mlflow
 from domainft.train import train_adapter
 
 
@@ -15,8 +15,7 @@ def run(params: Params) -> dict:
                              params.train, seed=params.domain.seed)
     mlflow = setup_mlflow(params)
     with mlflow.start_run(run_name="train", tags={"domainft.stage": "train"}) as run:
-        mlflow.log_params({f"train.{k}": v for k, v in params.train.model_dump().items() if k != "lora"})
-        mlflow.log_params({f"train.lora.{k}": v for k, v in params.train.lora.model_dump().items()})
+        log_params(mlflow, param_items(params.train.model_dump(), "train.") | {"domain.seed": params.domain.seed})
         metrics = train_adapter(params.base.out_dir, "data/splits/train.jsonl", "data/splits/val.jsonl",
                                 params.train, seed=params.domain.seed, mlflow_run=True)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()

@@ -34,3 +34,37 @@ def test_missing_file_and_non_mapping(tmp_path):
     f.write_text("- a\n- b\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(f)
+
+
+def test_duplicate_key_is_an_error_naming_key_and_both_lines(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  epochs: 1\n  lora:\n    r: 8\n    r: 16\n  epochs: 3\nevaluate: {}\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(f)
+    msg = str(err.value)
+    assert "train.lora.r (lines 4 and 5)" in msg and "train.epochs (lines 2 and 6)" in msg
+    f.write_text("train: {epochs: 1}\ntrain: {epochs: 2}\n")
+    with pytest.raises(ParamsError, match=r"duplicate key train \(lines 1 and 2\)"):
+        load_params(f)
+
+
+SECRET = "sk-proj-4fQ9xZ2LmN8pR7tV1wY3bC6dE0gH5jK"
+
+
+@pytest.mark.parametrize("value", [SECRET, "ghp_a1B2c3D4e5F6g7H8i9J0", "Abc123def456GHI789jkl0", "my key!", "sk_live_x"])
+def test_env_param_holding_a_secret_is_refused_and_never_echoed(tmp_path, value):
+    f = tmp_path / "params.yaml"
+    f.write_text(f"evaluate:\n  judge:\n    api_key_env: '{value}'\nserve:\n  api_key_env: OK_NAME\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(f)
+    msg = str(err.value)
+    assert "evaluate.judge.api_key_env: must name an environment variable" in msg
+    assert value not in msg and value[:6] not in msg.replace("api_key_env", "")
+
+
+def test_env_param_names_are_accepted_and_ill_typed_ones_not_echoed():
+    p = parse_params({"evaluate": {"judge": {"api_key_env": "OPENAI_API_KEY"}}, "serve": {"api_key_env": None}})
+    assert p.evaluate.judge.api_key_env == "OPENAI_API_KEY" and p.serve.api_key_env is None
+    with pytest.raises(ParamsError) as err:
+        parse_params({"evaluate": {"judge": {"api_key_env": 12345678901234567}}})
+    assert "12345678901234567" not in str(err.value) and "evaluate.judge.api_key_env" in str(err.value)

@@ -297,3 +297,27 @@ def test_cpu_fused_lm_head_scores_label_positions_only_with_the_plain_cross_entr
     loss = -out.log_probs.sum() / out.label_mask.sum()
     assert int(out.label_mask.sum()) == n_labels
     assert abs(float(loss) - float(expected)) < 1e-4
+
+
+def test_resumed_run_mlflow_loss_history_equals_an_uninterrupted_runs(tiny_model_dir, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    train = _write(tmp_path / "train.jsonl", _records(24))
+    kw = dict(plots_csv=str(tmp_path / "loss.csv"), mlflow_run=True)
+    with mlflow.start_run() as ra:
+        train_adapter(str(tiny_model_dir), train, None, _params(tmp_path / "a", max_steps=6, save_steps=2), **kw)
+    with pytest.raises(KeyboardInterrupt), mlflow.start_run():
+        train_adapter(str(tiny_model_dir), train, None, _params(tmp_path / "b", max_steps=6, save_steps=2),
+                      callbacks=[_StopAt(5).cb], **kw)
+    with mlflow.start_run() as rb:
+        m = train_adapter(str(tiny_model_dir), train, None, _params(tmp_path / "b", max_steps=6, save_steps=2), **kw)
+    assert m["resumed_from_step"] == 4
+    client = mlflow.MlflowClient(uri)
+    for key in ("loss", "learning_rate", "grad_norm"):
+        ha = sorted((x.step, x.value) for x in client.get_metric_history(ra.info.run_id, key))
+        hb = sorted((x.step, x.value) for x in client.get_metric_history(rb.info.run_id, key))
+        assert [s for s, _ in hb] == [1, 2, 3, 4, 5, 6], key
+        assert [s for s, _ in ha] == [s for s, _ in hb] and max(abs(x - y) for (_, x), (_, y) in zip(ha, hb)) < 1e-6
