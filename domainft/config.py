@@ -10,6 +10,7 @@ Usage::
 """
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -448,6 +449,39 @@ def _duplicate_keys(node: yaml.Node, where: str = "") -> list[str]:
     return found
 
 
+def leaf_keys(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf field of ``Params`` (a nested section recurses; a list or a mapping
+    with user-chosen keys, such as ``prepare.columns``, is one leaf), in declaration order."""
+    import types
+    import typing
+
+    model = model or Params
+    out = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        options = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union \
+            else (ann,)  # a section, or a section or None; not dict[str, Section]
+        sections = [a for a in options if isinstance(a, type) and issubclass(a, _Section)]
+        if sections:
+            out += leaf_keys(sections[0], f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def missing_keys(data: dict[str, Any] | None) -> list[str]:
+    """The :func:`leaf_keys` that a params mapping does not set (a section set to null counts as unset)."""
+    missing = []
+    for key in leaf_keys():
+        node: Any = data or {}
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)
+                break
+            node = node[part]
+    return missing
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml.
 
@@ -471,4 +505,25 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: duplicate key {'; '.join(dups)}: each key may appear once")
     if data is not None and not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
-    return parse_params(data, source=str(path))
+    params = parse_params(data, source=str(path))
+    unset = missing_keys(data)
+    if unset:  # visible, so that deleting a line never changes a run silently
+        logging.getLogger(__name__).warning("%s does not set %d params; code defaults used for: %s", path,
+                                            len(unset), ", ".join(_collapse(unset)))
+    return params
+
+
+def _collapse(keys: list[str]) -> list[str]:
+    """Dotted keys with every whole section among them shown once as ``section.*``."""
+    missing, out = set(keys), []
+    for key in keys:
+        parts = key.split(".")
+        shown = key
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i]) + "."
+            if all(k in missing for k in leaf_keys() if k.startswith(prefix)):
+                shown = prefix + "*"
+                break
+        if shown not in out:
+            out.append(shown)
+    return out

@@ -68,3 +68,33 @@ def test_env_param_names_are_accepted_and_ill_typed_ones_not_echoed():
     with pytest.raises(ParamsError) as err:
         parse_params({"evaluate": {"judge": {"api_key_env": 12345678901234567}}})
     assert "12345678901234567" not in str(err.value) and "evaluate.judge.api_key_env" in str(err.value)
+
+
+def test_params_yaml_sets_every_field_of_the_config_models():
+    """One visible place for every value a stage uses: dvc.lock records it, so deleting a line or a
+    release changing a code default shows up as a params change instead of silently changing a run."""
+    import yaml
+
+    from domainft.config import Params, leaf_keys, missing_keys
+
+    unset = missing_keys(yaml.safe_load(open("params.yaml")))
+    defaults = Params().model_dump(mode="json")
+
+    def default(key):
+        node = defaults
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    assert not unset, "add to params.yaml: " + ", ".join(f"{k}: {default(k)!r}" for k in unset)
+    assert len(leaf_keys()) > 120 and "train.lora.target_modules" in leaf_keys()
+    assert "prepare.columns" in leaf_keys() and "prepare.columns.question" not in leaf_keys()
+
+
+def test_a_params_file_that_leaves_a_field_unset_says_so(tmp_path, caplog):
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  epochs: 2\n")
+    with caplog.at_level("WARNING", logger="domainft.config"):
+        p = load_params(f)
+    assert p.train.epochs == 2
+    assert "code defaults used for" in caplog.text and "train.learning_rate" in caplog.text
