@@ -114,7 +114,7 @@ class SourceParams(_Section):
     explode: str | None = None  # dotted path to a list in each record: one record per element (item)
     explode_columns: str | None = None  # regex over column names: one record per matching column (item.name = group 1)
     join: list[JoinParams] = []
-    where: str | None = None  # template; false / empty / 0 / no -> rejected (reason `where`, kind filtered)
+    where: str | None = None  # template; renders empty / false / 0 -> rejected (reason `where`, kind filtered)
     system: str | None = None  # template of the system turn (default: domain.system_prompt)
     user: str | None = None  # template of the user turn (required unless thread)
     assistant: str | None = None  # template of the assistant turn (required unless thread)

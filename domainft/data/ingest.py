@@ -1,6 +1,7 @@
 """Read raw files of any supported container into :class:`RawItem` s, one per raw record.
 
-Containers (by extension, then by content): JSON array or JSONL whatever the extension
+Containers (by extension, then by content): JSON array, JSONL, or one JSON object (its only list
+of objects, or one record per key when every value is an object) whatever the extension
 (``.json``, ``.jsonl``, ``.ndjson``; the first non-blank character decides), CSV (delimiter
 ``,``/``;``/``|`` picked from the header line), TSV (``.tsv``/``.tab``), Parquet (pyarrow) and
 XLSX (pandas + openpyxl, only if installed). Text is UTF-8 with or without BOM, LF or CRLF;
@@ -46,6 +47,8 @@ class RawItem:
     raw: Any
     draft: Draft | None = None
     error: RecordError | None = None
+    rows: int = 0  # mapped sources: source records this item starts (1 on a record's first sample)
+    context: bool = False  # a thread row used only as history of other samples (not a record itself)
 
 
 class EncodingProblem(RecordError):
@@ -133,11 +136,35 @@ def _json_objects(text: str) -> Iterator[tuple[int, Any, RecordError | None]]:
         except _BAD_JSON:
             whole = None
         if isinstance(whole, dict):
-            lists = [v for v in whole.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
-            for i, obj in enumerate(lists[0] if len(lists) == 1 else [whole]):
-                yield i + 1, obj, None
+            yield from _dict_records(whole)
+            return
+    if stripped.startswith("{") and len(lines) <= 2 and stripped.rstrip().endswith("}"):  # one object on one line
+        try:
+            whole = loads(stripped)
+        except _BAD_JSON:
+            whole = None
+        if isinstance(whole, dict) and _keyed_records(whole):
+            yield from _dict_records(whole)
             return
     yield from _json_lines(lines)
+
+
+def _keyed_records(obj: dict) -> bool:
+    """An object keyed by record id: at least 2 values, all of them objects."""
+    return len(obj) > 1 and all(isinstance(v, dict) for v in obj.values())
+
+
+def _dict_records(whole: dict) -> Iterator[tuple[int, Any, RecordError | None]]:
+    """The records of one JSON object: its only list of objects (``{"data": [...]}``), else one
+    per key when it is keyed by record id (the key is kept as ``key`` unless the record has one),
+    else the object itself."""
+    lists = [v for v in whole.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    if len(lists) == 1:
+        yield from ((i, obj, None) for i, obj in enumerate(lists[0], 1))
+    elif _keyed_records(whole):
+        yield from ((i, v if "key" in v else {"key": k, **v}, None) for i, (k, v) in enumerate(whole.items(), 1))
+    else:
+        yield 1, whole, None
 
 
 def _json_lines(lines: list[str], first_line: int = 1) -> Iterator[tuple[int, Any, RecordError | None]]:
@@ -389,3 +416,26 @@ def _sessions(items, rel, fields, group_field, repair, problem) -> Iterator[RawI
         except RecordError as e:
             item.error = e
         yield item
+
+
+def iter_source(path: Path, rel: str, src, encoding: str | None = None) -> Iterator[RawItem]:
+    """Every sample of a file mapped by ``prepare.sources`` (:mod:`domainft.data.mapping`), with
+    schema ``mapped``; a file that is one JSON value is mapped whole, JSONL and tables per row.
+
+    Raises:
+        RecordError: ``unsupported_format`` for a container that cannot be read at all.
+        MappingError: the mapping fails on the file's first record.
+    """
+    from domainft.data.mapping import SCHEMA, iter_mapped, whole_json
+
+    objects, problem = read_objects(path, rel, encoding)
+    if problem is not None:
+        for line, obj, _ in objects:
+            yield RawItem(rel, line, SCHEMA, obj, error=problem, rows=1)
+        return
+    ext = path.suffix.lower()
+    if ext not in TABLE_EXT:
+        text, _ = decode(path.read_bytes(), rel, encoding)
+        objects = whole_json(text) or objects
+    for line, raw, draft, err, rows in iter_mapped(objects, rel, src):
+        yield RawItem(rel, line, SCHEMA, raw, draft, err, rows, context=draft is None and err is None)

@@ -28,7 +28,8 @@ import orjson
 
 from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean_batch
-from domainft.data.ingest import Chunk, iter_file, jsonl_chunks, match_glob
+from domainft.data.ingest import Chunk, iter_file, iter_source, jsonl_chunks, match_glob
+from domainft.data.mapping import Source, join_globs, load_lookup, match_source
 from domainft.data.pii import Redactor
 from domainft.data.pool import process_pool
 from domainft.data.records import Record, RecordError, Reject, content_key, loads, with_system
@@ -85,7 +86,8 @@ def prepare(params, system_prompt: str) -> PrepareResult:
         PrepareError: ``on_error: fail`` and a malformed record.
     """
     t0 = time.perf_counter()
-    paths = list_raw_files(params.raw_dir, params.exclude, params.include)
+    lookups = join_globs(params.sources)  # join files are read by the sources that join them, not as records
+    paths = list_raw_files(params.raw_dir, params.exclude + lookups, params.include)
     workers = _workers(params.workers, paths)
     tasks = _plan(paths, params, workers)
     workers = min(workers, len(tasks))
@@ -161,7 +163,7 @@ def _plan(paths: list[Path], params, workers: int) -> list[_Task]:
         under = path.relative_to(params.raw_dir).as_posix()
         rel = f"{params.raw_dir.rstrip('/')}/{under}"
         chunks = None
-        if workers > 1 and size > chunk_bytes:
+        if workers > 1 and size > chunk_bytes and match_source(rel, under, params.sources) is None:
             chunks = jsonl_chunks(path, rel, chunk_bytes, schema=match_glob(rel, params.schema_overrides, under),
                                   columns=params.columns, encoding=match_glob(rel, params.encodings, under))
         if chunks:
@@ -181,8 +183,9 @@ def _merge_file_metrics(into: dict[str, Any], fm: dict[str, Any]) -> None:
     for key in ("read", "kept", "rejected"):
         into[key] += fm[key]
     into["rejected_by_reason"].update(fm["rejected_by_reason"])
-    if "rows" in fm:
-        into["rows"] = into.get("rows", 0) + fm["rows"]
+    for key in ("rows", "context_rows"):
+        if key in fm:
+            into[key] = into.get(key, 0) + fm[key]
 
 
 def _stack(sigs: list, keys: list) -> tuple[dedup.StackedRows | None, np.ndarray | None]:
@@ -230,13 +233,23 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
         fm["rejected_by_reason"][reason] += 1
 
     try:
-        items = iter_file(task.path, rel, schema=match_glob(rel, params.schema_overrides, task.under),
-                          columns=params.columns, encoding=match_glob(rel, params.encodings, task.under),
-                          group_field=params.group_field, repair_roles=params.repair_roles, chunk=task.chunk)
+        source = match_source(rel, task.under, params.sources)
+        encoding = match_glob(rel, params.encodings, task.under)
+        if source is not None:
+            items = iter_source(task.path, rel, _compile_source(source, params), encoding)
+        else:
+            items = iter_file(task.path, rel, schema=match_glob(rel, params.schema_overrides, task.under),
+                              columns=params.columns, encoding=encoding,
+                              group_field=params.group_field, repair_roles=params.repair_roles, chunk=task.chunk)
         while batch := list(itertools.islice(items, CLEAN_BATCH)):  # clean_batch hashes n-grams per batch
-            cleaned = iter(clean_batch([it.draft for it in batch if it.error is None], params.clean, stats,
-                                       params.repair_roles))
+            cleaned = iter(clean_batch([it.draft for it in batch if it.draft is not None and it.error is None],
+                                       params.clean, stats, params.repair_roles))
             for item in batch:
+                if source is not None:
+                    fm["rows"] = fm.get("rows", 0) + item.rows
+                    if item.context:
+                        fm["context_rows"] = fm.get("context_rows", 0) + 1
+                        continue
                 fm["read"] += 1
                 fm["schema"] = fm["schema"] or item.schema
                 if item.schema == "chatlog":
@@ -275,6 +288,29 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
         part.psig = dedup.signatures([content_key(row[1], ("user",)) for row in part.rows], d.num_perm, d.ngram)
         part.pkeys = dedup.band_keys(part.psig, pair_threshold(d))
     return part
+
+
+def _compile_source(source: tuple[str, Any], params) -> Source:
+    """The :class:`~domainft.data.mapping.Source` of ``(glob, SourceParams)``, its join files loaded
+    from ``params.raw_dir`` (the first file matching each join glob).
+
+    Raises:
+        MappingError: a join file is missing or a template does not compile.
+    """
+    from domainft.data.mapping import MappingError
+
+    glob, cfg = source
+    lookups = {}
+    root = Path(params.raw_dir)
+    for j in cfg.join:
+        hits = [p for p in sorted(root.rglob("*")) if p.is_file() and (
+            fnmatch.fnmatch(p.relative_to(root).as_posix(), j.file) or fnmatch.fnmatch(p.name, j.file))]
+        if not hits:
+            raise MappingError(f"prepare.sources[{glob!r}].join: no file {j.file!r} under {root}")
+        under = hits[0].relative_to(root).as_posix()
+        rel = f"{params.raw_dir.rstrip('/')}/{under}"
+        lookups[j.name] = load_lookup(hits[0], rel, j, glob, match_glob(rel, params.encodings, under))
+    return Source(glob, cfg, lookups)
 
 
 def _pack_raw(raw: Any) -> bytes | str | tuple:

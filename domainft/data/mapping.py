@@ -1,0 +1,469 @@
+"""Declarative source mapping: nested, linked and wide records -> conversations, no code.
+
+``prepare.sources`` maps a file glob to a :class:`~domainft.config.SourceParams`; a file it
+matches is read here instead of by schema detection. Steps per file::
+
+    container -> records (path) -> explode (list path | column regex) -> join -> where -> templates
+
+- **records**: the file's top level (JSON array, JSONL rows, table rows) or ``records: a.b`` inside
+  it; a path ending at an object whose values are all objects gives one record per key (``key``).
+- **explode**: one record per element of a list (``item``, ``index``; the parent's fields stay
+  visible) or, with ``explode_columns: REGEX``, per matching column (``item = {name, column,
+  value}``, ``name`` = the regex's first group), e.g. CUAD's ``(.+)-Answer`` columns.
+- **join**: a lookup file (read whole, never as records) keyed by a template over its rows.
+- **templates** (jinja2, sandboxed, undefined names are errors) render system/user/assistant,
+  ``group`` and ``meta``; filters :func:`table` and :func:`literal`.
+- **thread**: one sample per agent reply with its history, from a list of turns in each record
+  (STC3) or from reply links between rows (twcs); see :func:`_link_threads`.
+
+A thread's customer rows that only serve as history are yielded as context (no draft, no
+error): counted in ``rows`` and ``context_rows``, not in ``read``.
+
+Numbering: a sample's ``line`` is its source record's (JSONL/CSV physical line, JSON element
+index); ``meta.element`` is its explode index or thread turn. Accounting: ``read`` counts samples
+plus records that give none (``where`` false, no reply), so ``read == kept + rejected`` holds.
+
+Errors: a template or path that fails on a file's **first** record is a mapping mistake and raises
+:class:`MappingError` (one ``error:`` line naming file:record, the params key and the path); a
+later record that fails is rejected with reason ``mapping_error`` naming the same.
+"""
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from domainft.data.records import RecordError
+from domainft.data.schemas import Draft, META_MAX_CHARS
+from domainft.errors import DomainftError
+
+SCHEMA = "mapped"
+_FALSE = {"", "false", "0"}  # a rendered `where` that is one of these (casefolded) rejects the record
+
+
+class MappingError(DomainftError, ValueError):
+    """A ``prepare.sources`` mapping does not fit its file (message: file:record, key, path)."""
+
+
+def table(rows: Any) -> str:
+    """Render a 2-D list (first row = header) or a list of objects as a pipe table.
+
+    ``[["", "2019"], ["Sales", "1.5"]]`` -> ``"| | 2019 |\\n| --- | --- |\\n| Sales | 1.5 |"``;
+    cells are stripped, inner newlines become spaces, ``|`` is escaped. An empty list gives "".
+    """
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not rows:
+        return ""
+    if isinstance(rows[0], dict):
+        header = list(dict.fromkeys(k for r in rows for k in r))
+        rows = [header] + [[r.get(k, "") for k in header] for r in rows]
+
+    def cell(v):
+        return " ".join(str("" if v is None else v).split()).replace("|", "\\|")
+
+    width = max(len(r) for r in rows)
+    lines = ["| " + " | ".join(cell(v) for v in list(r) + [""] * (width - len(r))) + " |" for r in rows]
+    return "\n".join([lines[0], "|" + " --- |" * width] + lines[1:])
+
+
+def literal(text: Any) -> Any:
+    """A Python or JSON literal held in a string (``"['a', 'b']"`` -> ``['a', 'b']``); non-strings
+    pass through. Raises ValueError naming the text's start when it is not a literal."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"not a literal: {text[:60]!r}") from None
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_ENV.filters.update(table=table, literal=literal)
+
+
+def get_path(obj: Any, path: str) -> Any:
+    """Value at a dotted path (``a.b.0.c``; list indices are integers); ``""`` = ``obj``.
+
+    Raises:
+        KeyError: naming the first step that does not exist.
+    """
+    if not path:
+        return obj
+    cur = obj
+    for i, step in enumerate(path.split(".")):
+        if isinstance(cur, dict) and step in cur:
+            cur = cur[step]
+        elif isinstance(cur, list) and step.lstrip("-").isdigit() and -len(cur) <= int(step) < len(cur):
+            cur = cur[int(step)]
+        else:
+            have = list(cur)[:12] if isinstance(cur, dict) else type(cur).__name__
+            raise KeyError(f"path {path!r}: no {step!r} at {'.'.join(path.split('.')[:i]) or 'top level'} (has {have})")
+    return cur
+
+
+class Source:
+    """One compiled mapping (templates parsed once) for the files of one glob."""
+
+    def __init__(self, glob: str, cfg, lookups: dict[str, dict[str, Any]] | None = None):
+        self.glob, self.cfg, self.where_key = glob, cfg, f"prepare.sources[{glob!r}]"
+        self.lookups = lookups or {}
+        self.templates = {}
+        names = ["system", "user", "assistant", "group", "where"]
+        if cfg.thread is None and (cfg.user is None or cfg.assistant is None):
+            raise MappingError(f"{self.where_key}: needs user and assistant templates (or a thread)")
+        if cfg.thread is not None and not (cfg.thread.turns or (cfg.thread.id and cfg.thread.reply_to)):
+            raise MappingError(f"{self.where_key}.thread: set turns (a list of turns) or id + reply_to (reply links)")
+        items = [(n, getattr(cfg, n)) for n in names] + [(f"meta.{k}", v) for k, v in cfg.meta.items()]
+        items += [(f"join[{i}].on", j.on) for i, j in enumerate(cfg.join)]
+        for name, text in items:
+            if text is None:
+                continue
+            try:
+                self.templates[name] = _ENV.from_string(text)
+            except TemplateError as err:
+                raise MappingError(f"{self.where_key}.{name}: bad template ({err})") from None
+        self.columns = re.compile(cfg.explode_columns) if cfg.explode_columns else None
+
+    def render(self, name: str, ctx: dict) -> str:
+        return self.templates[name].render(ctx).strip()
+
+
+def load_lookup(path: Path, rel: str, join, glob: str, encoding: str | None) -> dict[str, Any]:
+    """Rows of a join file keyed by the rendered ``join.key`` (first row wins).
+
+    Raises:
+        MappingError: the file cannot be read, or the key template fails on a row.
+    """
+    from domainft.data.ingest import read_objects
+
+    try:
+        tpl = _ENV.from_string(join.key)
+        objects, problem = read_objects(path, rel, encoding)
+        out: dict[str, Any] = {}
+        for line, row, err in objects:
+            if err is None and isinstance(row, dict):
+                try:
+                    out.setdefault(tpl.render(_context(row)).strip(), row)
+                except (TemplateError, TypeError, ValueError, KeyError) as e:
+                    raise MappingError(f"{rel}:{line}: prepare.sources[{glob!r}].join.key: {e}") from None
+        return out
+    except (TemplateError, RecordError) as err:
+        raise MappingError(f"{rel}: prepare.sources[{glob!r}].join ({join.file}): {err}") from None
+
+
+def _context(record: Any, **extra) -> dict:
+    ctx = {k: v for k, v in record.items() if isinstance(k, str)} if isinstance(record, dict) else {}
+    ctx["record"] = record
+    ctx.update(extra)
+    return ctx
+
+
+def expand_records(objects: Iterator, path: str) -> Iterator[tuple[int, Any, Any, RecordError | None]]:
+    """``(line, key, record, error)`` for every record under ``path`` of each top-level object.
+
+    A list yields its elements (line = element index, 1-based, for a file that is one JSON value);
+    an object whose values are all objects yields one record per key; anything else is one record.
+    """
+    for line, obj, err in objects:
+        if err is not None:
+            yield line, None, obj, err
+            continue
+        try:
+            target = get_path(obj, path)
+        except KeyError as e:
+            yield line, None, obj, RecordError("mapping_error", f"records: {e.args[0]}")
+            continue
+        if isinstance(target, list) and (path or line == 0):
+            for i, rec in enumerate(target, 1):
+                yield (i if line == 0 else line), None, rec, None
+        elif isinstance(target, dict) and len(target) > 1 and all(isinstance(v, dict) for v in target.values()):
+            for i, (k, rec) in enumerate(target.items(), 1):
+                yield (i if line == 0 else line), k, rec, None
+        else:
+            yield (1 if line == 0 else line), None, target, None
+
+
+def whole_json(text: str) -> Iterator[tuple[int, Any, RecordError | None]] | None:
+    """The file as one JSON value (``[(0, value, None)]``), or None when it is not one (JSONL)."""
+    try:
+        return iter([(0, json.loads(text), None)])
+    except ValueError:
+        return None
+
+
+def iter_mapped(objects: Iterator, rel: str, src: Source) -> Iterator[tuple[int, Any, Draft | None, RecordError | None, int]]:
+    """Map one file's objects: ``(line, raw, draft, error, source_records)`` per sample or reject.
+
+    ``source_records`` is 1 on the first output of each source record, else 0 (for ``rows``).
+
+    Raises:
+        MappingError: a template or path fails on the file's first record (see module docstring).
+    """
+    cfg = src.cfg
+    records = expand_records(objects, cfg.records)
+    if cfg.thread is not None and cfg.thread.reply_to:
+        yield from _link_threads(records, rel, src)
+        return
+    first = True
+    for line, key, rec, err in records:
+        if err is not None:
+            if first and err.reason == "mapping_error":
+                raise MappingError(f"{rel}:{line}: {src.where_key}.{err.detail}")
+            yield line, rec, None, err, 1
+            first = False
+            continue
+        new = 1
+        try:
+            for element, raw, draft, rerr in _map_record(rec, key, src):
+                yield line, raw, draft, rerr, new
+                new = 0
+        except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+            detail = f"{_where(src, e)}: {e.args[0] if isinstance(e, KeyError) and e.args else e}"
+            if first:
+                raise MappingError(f"{rel}:{line}: {detail}") from None
+            yield line, rec, None, RecordError("mapping_error", detail), new
+        first = False
+
+
+def _where(src: Source, err: Exception) -> str:
+    return f"{src.where_key}.{getattr(err, 'mapping_key', '?')}"
+
+
+def _render(src: Source, name: str, ctx: dict) -> str:
+    try:
+        return src.render(name, ctx)
+    except Exception as e:
+        e.mapping_key = name
+        raise
+
+
+def _items(rec: Any, src: Source) -> list[tuple[Any, Any]]:
+    cfg = src.cfg
+    if src.columns is not None:
+        if not isinstance(rec, dict):
+            raise TypeError(f"explode_columns needs an object, got {type(rec).__name__}")
+        out = []
+        for col, value in rec.items():
+            m = src.columns.fullmatch(col)
+            if m:
+                name = m.group(1) if m.groups() else col
+                out.append((len(out), {"name": name, "column": col, "value": value}))
+        return out
+    if cfg.explode:
+        try:
+            value = get_path(rec, cfg.explode)
+        except KeyError as e:
+            e.mapping_key = "explode"
+            raise
+        if not isinstance(value, list):
+            err = TypeError(f"explode path {cfg.explode!r} is a {type(value).__name__}, not a list")
+            err.mapping_key = "explode"
+            raise err
+        return list(enumerate(value))
+    return [(None, None)]
+
+
+def _map_record(rec: Any, key: Any, src: Source) -> Iterator[tuple[Any, Any, Draft | None, RecordError | None]]:
+    """``(element, raw, draft, error)`` for each sample of one source record."""
+    cfg = src.cfg
+    base = _meta(rec)
+    for index, item in _items(rec, src):
+        ctx = _context(rec, item=item, index=index, key=key)
+        raw = rec if item is None else {"item": item, "index": index}
+        missing = None
+        for i, j in enumerate(cfg.join):
+            on = _render(src, f"join[{i}].on", ctx)
+            row = src.lookups.get(j.name, {}).get(on)
+            if row is None and j.required:
+                missing = RecordError("join_missing", f"{src.where_key}.join[{i}]: no row of {j.file} with key {on!r}")
+            ctx[j.name] = row
+        if missing is not None:
+            yield index, raw, None, missing
+            continue
+        if "where" in src.templates and _render(src, "where", ctx).lower() in _FALSE:
+            yield index, raw, None, RecordError("where", f"{src.where_key}.where is false", kind="filtered")
+            continue
+        meta = dict(base)
+        if index is not None:
+            meta["element"] = index
+        if key is not None:
+            meta["key"] = key
+        meta.update({k: _render(src, f"meta.{k}", ctx) for k in cfg.meta})
+        group = _render(src, "group", ctx) if "group" in src.templates else None
+        head = _system(src, ctx)
+        if cfg.thread is not None:
+            yield from _turn_threads(rec, ctx, src, head, group, meta)
+            continue
+        msgs = head + [{"role": "user", "content": _render(src, "user", ctx)},
+                       {"role": "assistant", "content": _render(src, "assistant", ctx)}]
+        yield index, raw, Draft(msgs, group=group or None, meta=meta), None
+
+
+def _system(src: Source, ctx: dict) -> list[dict[str, str]]:
+    if "system" not in src.templates:
+        return []
+    text = _render(src, "system", ctx)
+    return [{"role": "system", "content": text}] if text else []
+
+
+def _meta(rec: Any) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        return {}
+    return {k: v for k, v in rec.items() if isinstance(k, str) and not isinstance(v, (list, dict))
+            and not (isinstance(v, str) and len(v) > META_MAX_CHARS)}
+
+
+def _turn_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(v).strip() for v in value if v is not None and str(v).strip())
+    return "" if value is None else str(value).strip()
+
+
+def _samples(turns: list[tuple[str, str]], max_history: int) -> Iterator[tuple[int, list[dict[str, str]]]]:
+    """``(turn index, messages)`` per assistant turn that follows a user turn: empty turns dropped,
+    consecutive same-role turns merged (newline), leading assistant turns dropped, the history cut
+    to the last ``max_history`` turns before the reply (0 = all) starting with a user turn."""
+    merged: list[list] = []  # [role, text, index of the last raw turn]
+    for i, (role, text) in enumerate(turns):
+        if not text:
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1] += "\n" + text
+            merged[-1][2] = i
+        elif merged or role == "user":
+            merged.append([role, text, i])
+    for j, (role, _, i) in enumerate(merged):
+        if role != "assistant" or j == 0:
+            continue
+        start = 0 if not max_history else max(0, j - max_history)
+        if merged[start][0] != "user":
+            start += 1
+        yield i, [{"role": r, "content": t} for r, t, _ in merged[start:j + 1]]
+
+
+def _role(value: Any, th) -> str | None:
+    return th.roles.get(str(value).strip()) if value is not None else None
+
+
+def _turn_threads(rec, ctx, src, head, group, meta) -> Iterator:
+    th = src.cfg.thread
+    try:
+        turns = get_path(rec, th.turns)
+    except KeyError as e:
+        e.mapping_key = "thread.turns"
+        raise
+    if not isinstance(turns, list):
+        err = TypeError(f"thread.turns {th.turns!r} is a {type(turns).__name__}, not a list")
+        err.mapping_key = "thread.turns"
+        raise err
+    pairs = []
+    for t in turns:
+        role = _role(t.get(th.role) if isinstance(t, dict) else None, th)
+        if role is None:
+            yield None, rec, None, RecordError("unknown_role", f"{src.where_key}.thread.roles: no role for "
+                                               f"{th.role} = {t.get(th.role) if isinstance(t, dict) else t!r}")
+            return
+        pairs.append((role, _turn_text(t.get(th.text))))
+    out = list(_samples(pairs, th.max_history))
+    if not out:
+        yield None, rec, None, RecordError("thread_unanswered", "no agent reply after a customer turn", kind="filtered")
+    for i, msgs in out:
+        yield i, {"turn": i}, Draft(head + msgs, group=group, meta={**meta, "element": i}), None
+
+
+def _norm_id(value: Any) -> str | None:
+    """Reply ids as text: ``123.0`` (a float column) -> ``123``; blank/NaN -> None."""
+    if value is None:
+        return None
+    s = str(value).strip()
+    if s == "" or s.lower() == "nan":
+        return None
+    if s.endswith(".0") and s[:-2].isdigit():
+        s = s[:-2]
+    return s
+
+
+def _link_threads(records: Iterator, rel: str, src: Source) -> Iterator:
+    """Threads from reply links: rows ``{id, reply_to, role, text}``; each agent row (role ->
+    assistant) whose chain of ``reply_to`` reaches a customer row gives one sample: the chain from
+    its root down to it. Group = the root's id (unless ``group`` is set). Rows that are in no
+    sample's history and give none are rejected (``thread_unanswered``); rows with an unknown
+    speaker, and agent rows whose parent is missing from the file, are rejected too."""
+    th, cfg = src.cfg.thread, src.cfg
+    rows: dict[str, tuple[int, dict]] = {}
+    order: list[tuple[int, Any, RecordError | None]] = []
+    for line, _, rec, err in records:
+        order.append((line, rec, err))
+        if err is None and isinstance(rec, dict):
+            rid = _norm_id(rec.get(th.id))
+            if rid is not None:
+                rows.setdefault(rid, (line, rec))
+    first = next(((ln, r) for ln, r, e in order if e is None), None)
+    if first is not None and (not isinstance(first[1], dict) or th.id not in first[1] or th.reply_to not in first[1]):
+        has = list(first[1])[:12] if isinstance(first[1], dict) else type(first[1]).__name__
+        raise MappingError(f"{rel}:{first[0]}: {src.where_key}.thread: fields {th.id!r} and {th.reply_to!r} "
+                           f"not in the record (has {has})")
+    used: set[str] = set()
+    results = []
+    for line, rec, err in order:
+        if err is not None:
+            results.append((line, rec, None, err))
+            continue
+        rid = _norm_id(rec.get(th.id))
+        role = _role(rec.get(th.role), th)
+        if role is None:
+            results.append((line, rec, None, RecordError("unknown_role", f"{src.where_key}.thread.roles: no role for "
+                                                         f"{th.role} = {rec.get(th.role)!r}")))
+            continue
+        if role != "assistant":
+            results.append((line, rec, None, None))  # decided below: history of a sample or unanswered
+            continue
+        chain, seen, cur = [rec], {rid}, _norm_id(rec.get(th.reply_to))
+        while cur is not None and cur in rows and cur not in seen:
+            seen.add(cur)
+            chain.append(rows[cur][1])
+            cur = _norm_id(rows[cur][1].get(th.reply_to))
+        chain.reverse()
+        pairs = [(_role(r.get(th.role), th) or "user", _turn_text(r.get(th.text))) for r in chain]
+        msgs = list(_samples(pairs, th.max_history))
+        if not msgs or msgs[-1][0] != len(pairs) - 1:
+            results.append((line, rec, None, None))
+            continue
+        used.update(s for s in seen if s != rid)
+        ctx = _context(rec)
+        root = _norm_id(chain[0].get(th.id))
+        group = _render(src, "group", ctx) if "group" in src.templates else root
+        meta = {**_meta(rec), "thread": root, "turns": len(msgs[-1][1])}
+        meta.update({k: _render(src, f"meta.{k}", ctx) for k in cfg.meta})
+        results.append((line, rec, Draft(_system(src, ctx) + msgs[-1][1], group=group, meta=meta), None))
+    for line, rec, draft, err in results:
+        if draft is None and err is None:
+            rid = _norm_id(rec.get(th.id))
+            if rid in used:  # a customer message inside a sample's history: context, not a sample
+                yield line, rec, None, None, 1
+                continue
+            err = RecordError("thread_unanswered", "no agent reply follows this message in the file", kind="filtered")
+        yield line, rec, draft, err, 1
+
+
+def match_source(rel: str, under: str, sources: dict) -> tuple[str, Any] | None:
+    """``(glob, SourceParams)`` of the first ``prepare.sources`` glob matching the file, or None."""
+    for glob, cfg in sources.items():
+        if any(fnmatch.fnmatch(n, glob) for n in (under, rel, Path(rel).name)):
+            return glob, cfg
+    return None
+
+
+def join_globs(sources: dict) -> list[str]:
+    """Globs of every join file (read as lookups, never as records)."""
+    return [j.file for cfg in sources.values() for j in cfg.join]
