@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from domainft.errors import DomainftError
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None
@@ -80,3 +82,49 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ----------------------------------------------------------------------------- manifests
+MANIFEST = "MANIFEST.json"
+
+
+class IncompleteOutputError(DomainftError, OSError):
+    """A stage input differs in size from what the stage that wrote it recorded (truncated or replaced)."""
+
+
+def write_manifest(folder: str | Path, names: list[str]) -> Path:
+    """Record the byte size of ``folder/<name>`` for each name in ``folder/MANIFEST.json`` (atomically).
+
+    Written last by a stage, after its files; :func:`check_complete` compares against it.
+    """
+    import json
+
+    folder = Path(folder)
+    entries = {n: {"bytes": (folder / n).stat().st_size} for n in sorted(names)}
+    return write_text_atomic(folder / MANIFEST, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def check_complete(path: str | Path) -> None:
+    """Refuse ``path`` when the manifest of its folder records another size for it.
+
+    A file without a manifest (hand-made, or written by an older version) passes unchecked.
+
+    Raises:
+        IncompleteOutputError: naming the file, both sizes and how to recover.
+    """
+    import json
+
+    path = Path(path)
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        expected = json.loads(manifest.read_text())[path.name]["bytes"]
+    except (ValueError, KeyError, TypeError):
+        return
+    size = path.stat().st_size
+    if size != expected:
+        what = "truncated" if size < expected else "changed"
+        raise IncompleteOutputError(
+            f"{path} is {what}: {size} bytes, but {expected} were written ({manifest}); rerun the stage that "
+            f"writes it (dvc repro), or, after editing it on purpose, delete {manifest}")

@@ -44,6 +44,14 @@ class Prepared:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """Objects of a JSONL split file, one per non-blank line.
+
+    Raises:
+        IncompleteOutputError: the file differs in size from what the split stage recorded.
+    """
+    from domainft.atomic import check_complete
+
+    check_complete(path)
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 

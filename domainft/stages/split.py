@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from domainft.atomic import atomic_dir, check_complete, write_manifest
 from domainft.data.prepare import read_records_and_lines
 from domainft.data.pool import process_pool
 from domainft.data.split import assign, conversation_leaks_of_file, leakage
@@ -34,13 +35,18 @@ def run(params) -> dict:
     and near duplicates, :func:`~domainft.data.split.conversation_leaks_of_file`) from the start,
     while this one reads, assigns, writes and checks the rest.
 
+    The three files are written in a temporary folder renamed onto ``split.out_dir``, with
+    ``MANIFEST.json`` (their sizes) last.
+
     Raises:
         SplitError: records.jsonl missing, or train or test empty (val may be empty: logged).
+        IncompleteOutputError: records.jsonl differs in size from what prepare recorded (truncated).
     """
     t0 = time.perf_counter()
     src = Path(params.prepare.out_dir) / "records.jsonl"
     if not src.exists():
         raise SplitError(f"{src} not found; run the prepare stage first")
+    check_complete(src)
     d = params.prepare.dedup
     parallel = (params.prepare.workers or os.cpu_count() or 1) > 1 and src.stat().st_size >= PARALLEL_MIN_BYTES
     with process_pool(1) if parallel else contextlib.nullcontext() as pool:
@@ -57,10 +63,10 @@ def run(params) -> dict:
             log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
                         len(records), params.split.val_fraction)
         line_of = {id(r): line for r, line in zip(records, lines)}
-        out = Path(params.split.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, rows in splits.items():
-            (out / f"{name}.jsonl").write_bytes(b"".join(line_of[id(r)] for r in rows))
+        with atomic_dir(params.split.out_dir) as out:
+            for name, rows in splits.items():
+                (out / f"{name}.jsonl").write_bytes(b"".join(line_of[id(r)] for r in rows))
+            write_manifest(out, [f"{name}.jsonl" for name in splits])
         metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
                                      conversations=conv)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
