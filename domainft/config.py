@@ -71,6 +71,7 @@ class CleanParams(_Section):
 
     min_output_chars: int = Field(20, ge=0)
     max_output_chars: int = Field(1500, ge=1)
+    cjk_char_weight: float = Field(3.0, gt=0)  # a CJK ideograph counts this many characters in the bounds above
     max_char_repetition: float = Field(0.5, ge=0, le=1)
     max_word_repetition: float = Field(0.5, ge=0, le=1)
     placeholders: list[str] = ["<noinput>", "<no input>", "no input", "no input needed", "no input required",

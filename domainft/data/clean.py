@@ -14,7 +14,8 @@ changed, "removed" records rejected with that name as reason, kind ``filtered``)
 6. ``roles``         :func:`~domainft.data.records.check_roles` (kind ``malformed``; "modified" =
    repaired when ``prepare.repair_roles``).
 7. ``length``        longest assistant turn shorter than ``min_output_chars`` or any assistant turn
-   longer than ``max_output_chars``; counted in Unicode characters, so a CJK character counts 1.
+   longer than ``max_output_chars``; counted in Unicode characters, a CJK ideograph counting
+   ``cjk_char_weight`` (default 3, :func:`output_length`), so one bound suits English and Chinese.
 8. ``char_repetition`` data-juicer CharacterRepetitionFilter (rep_len 10, max_ratio 0.5, from
    BigScience ROOTS), on the assistant text.
 9. ``word_repetition`` data-juicer WordRepetitionFilter (rep_len 10 words, max_ratio 0.5). Words
@@ -238,6 +239,19 @@ def clean_batch(drafts: list[Draft], cfg, stats: CleanStats,
     return out
 
 
+def output_length(text: str, cjk_weight: float) -> float:
+    """Length for the length bounds: characters, each CJK ideograph counting ``cjk_weight``
+    (``prepare.clean.cjk_char_weight``, default 3: an English rendering of Chinese text is about 3-4
+    times as many characters, e.g. 需要身份证和手机号码 / "You need your ID card and mobile number")."""
+    if text.isascii() or cjk_weight == 1:
+        return len(text)
+    return len(text) + (cjk_weight - 1) * len(_CJK.findall(text))
+
+
+def _n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
 def _clean_to_length(draft: Draft, cfg, stats: CleanStats, repair_roles: bool) -> list[dict[str, str]]:
     """Operators 1-7 (placeholders ... length)."""
     messages = list(draft.messages)  # turns are replaced, never changed in place
@@ -261,11 +275,11 @@ def _clean_to_length(draft: Draft, cfg, stats: CleanStats, repair_roles: bool) -
         raise
     if repairs or draft.repairs:
         stats.modified["roles"] += 1
-    longest = max(len(m["content"]) for m in messages if m["role"] == "assistant")
+    longest = max(output_length(m["content"], cfg.cjk_char_weight) for m in messages if m["role"] == "assistant")
     if longest < cfg.min_output_chars:
-        raise _fail(stats, "length", f"longest assistant turn has {longest} chars < min_output_chars {cfg.min_output_chars}")
+        raise _fail(stats, "length", f"longest assistant turn has {_n(longest)} chars < min_output_chars {cfg.min_output_chars}")
     if longest > cfg.max_output_chars:
-        raise _fail(stats, "length", f"assistant turn has {longest} chars > max_output_chars {cfg.max_output_chars}")
+        raise _fail(stats, "length", f"assistant turn has {_n(longest)} chars > max_output_chars {cfg.max_output_chars}")
     return messages
 
 

@@ -71,9 +71,13 @@ def test_empty_output_and_prompt():
 def test_length_bounds_count_cjk_per_character():
     err, stats = rejected(draft(answer="Too short."))
     assert err.reason == "length" and "10 chars < min_output_chars 20" in err.detail
-    run(draft(answer="需要身份证和手机号码，办理时间约十五分钟左右。"))  # 23 CJK chars >= 20: kept
-    err, _ = rejected(draft(answer="需要身份证和手机号码。"))  # 11 chars
-    assert err.reason == "length"
+    run(draft(answer="需要身份证和手机号码。"))  # 10 ideographs x 3 + 1 = 31 >= 20: kept (was rejected at 11)
+    run(draft(answer="脾切除术。"), min_output_chars=10)  # 4 x 3 + 1 = 13 >= min 10
+    err, _ = rejected(draft(answer="脾切除。"), min_output_chars=11)  # 3 x 3 + 1 = 10
+    assert "10 chars < min_output_chars 11" in err.detail
+    err, _ = rejected(draft(answer="中" * 600), max_output_chars=1500)  # 1800 weighted
+    assert "1800 chars > max_output_chars 1500" in err.detail
+    run(draft(answer="中" * 600), max_output_chars=1500, cjk_char_weight=1, max_char_repetition=1, max_word_repetition=1)  # per character, as before
     err, _ = rejected(draft(answer="x" * 30), max_output_chars=25)
     assert "30 chars > max_output_chars 25" in err.detail
 
