@@ -166,6 +166,8 @@ class SplitParams(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.15, gt=0, lt=1)
     group_by: Literal["cluster", "group"] = "cluster"
+    balance: Literal["auto", "hash", "fill"] = "auto"  # fill: units fill test then val to their fractions (auto: fill for group_by group)
+    tolerance: float = Field(0.03, ge=0, le=1)  # largest |actual - asked| fraction reported as within tolerance
     stratify_field: str | None = None  # meta field (e.g. category) reported per split and salted per value
     salt: str = "domainft"
     out_dir: str = "data/splits"

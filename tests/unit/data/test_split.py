@@ -171,3 +171,19 @@ def test_split_files_copy_hand_edited_lines(tmp_path, monkeypatch):
         (tmp_path / "data/processed/records.jsonl").write_bytes(b"\n".join(lines[:3] + [line]) + b"\n")
         with pytest.raises(ValueError, match=r"records.jsonl:4: not a record"):
             split_stage.run(parse_params({"prepare": {"workers": 1}}))
+
+
+def test_group_split_fill_honours_fractions_where_hash_drifts():
+    import random
+
+    rng = random.Random(3)
+    sizes = [rng.choice([2, 4, 6, 8, 12, 20]) for _ in range(24)]  # 24 cases, questions per case uneven
+    records = [rec(1000 * g + j, group=f"case{g}") for g, n in enumerate(sizes) for j in range(n)]
+    _, hashed = assign(records, SplitParams(group_by="group", balance="hash"))
+    splits, filled = assign(records, SplitParams(group_by="group"))
+    assert filled["balance"] == "fill" and hashed["balance"] == "hash"
+    assert hashed["fraction_error"] > 0.03 and not hashed["within_tolerance"]
+    assert filled["fraction_error"] <= 0.03 and filled["within_tolerance"]
+    assert abs(filled["fractions"]["test"] - 0.15) <= 0.03 and abs(filled["fractions"]["val"] - 0.10) <= 0.03
+    assert leakage(splits, 0.8, 5, group_by="group")["groups"] == 0
+    assert where(splits) == where(assign(list(reversed(records)), SplitParams(group_by="group"))[0])
