@@ -120,6 +120,7 @@ class SourceParams(_Section):
     user: str | None = None  # template of the user turn (required unless thread)
     assistant: str | None = None  # template of the assistant turn (required unless thread)
     group: str | None = None  # template of the split group (document, contract, thread, company)
+    dedup_key: str | None = None  # template of the text near-dedup compares (default: the conversation)
     meta: dict[str, str] = {}  # meta field -> template
     thread: ThreadParams | None = None
 

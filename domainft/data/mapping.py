@@ -13,6 +13,8 @@ matches is read here instead of by schema detection. Steps per file::
 - **join**: a lookup file (read whole, never as records) keyed by a template over its rows.
 - **templates** (jinja2, sandboxed, undefined names are errors) render system/user/assistant,
   ``group`` and ``meta``; filters :func:`table` and :func:`literal`.
+- **dedup_key**: a template whose text near-duplicate removal compares instead of the whole
+  conversation (e.g. question + answer, when many records share one long case text).
 - **thread**: one sample per agent reply with its history, from a list of turns in each record
   (STC3) or from reply links between rows (twcs); see :func:`_link_threads`.
 
@@ -118,7 +120,7 @@ class Source:
         self.glob, self.cfg, self.where_key = glob, cfg, f"prepare.sources[{glob!r}]"
         self.lookups = lookups or {}
         self.templates = {}
-        names = ["system", "user", "assistant", "group", "where"]
+        names = ["system", "user", "assistant", "group", "where", "dedup_key"]
         if cfg.thread is None and (cfg.user is None or cfg.assistant is None):
             raise MappingError(f"{self.where_key}: needs user and assistant templates (or a thread)")
         if cfg.thread is not None and not (cfg.thread.turns or (cfg.thread.id and cfg.thread.reply_to)):
@@ -299,6 +301,8 @@ def _map_record(rec: Any, key: Any, src: Source) -> Iterator[tuple[Any, Any, Dra
         if key is not None:
             meta["key"] = key
         meta.update({k: _render(src, f"meta.{k}", ctx) for k in cfg.meta})
+        if "dedup_key" in src.templates:
+            meta["dedup_key"] = _render(src, "dedup_key", ctx)
         group = _render(src, "group", ctx) if "group" in src.templates else None
         head = _system(src, ctx)
         if cfg.thread is not None:

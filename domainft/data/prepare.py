@@ -273,7 +273,8 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
                 digest = hashlib.sha256(key.encode("utf-8")).digest()  # record_id(messages) is its first 16 hex
                 part.rows.append((digest[:8].hex(), messages, item.line, item.schema, item.draft.group, meta,
                                   _pack_raw(item.raw), digest))
-                keys.append(key)
+                dkey = meta.get("dedup_key") if source is not None else None  # prepare.sources[...].dedup_key
+                keys.append(key if dkey is None else " ".join(str(dkey).split()).casefold())
     except RecordError as err:  # the whole file is unreadable (e.g. unsupported format)
         fm["read"] += 1
         reject(0, err.kind, err.reason, err.detail, None, None)

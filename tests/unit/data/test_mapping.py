@@ -182,3 +182,19 @@ def test_mapping_error_on_a_later_record_rejects_it(tmp_path):
     (rej,) = res.rejects
     assert (rej.line, rej.reason, rej.kind) == (2, "mapping_error", "malformed")
     assert rej.detail.startswith("prepare.sources['x.jsonl'].assistant: ") and "'a'" in rej.detail
+
+
+def test_dedup_key_keeps_different_questions_about_one_long_case(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    case = " ".join(f"word{i} fact{i * 7 % 13}" for i in range(400))  # a long shared case text
+    cases = [{"case": case, "qa": [{"q": f"Question number {i} about the case?", "a": f"Answer {i}: see paragraph {i}."}
+                                   for i in range(10)]}]
+    (raw / "cases.json").write_text(json.dumps(cases))
+    src = {"user": "{{ case }}\n\n{{ item.q }}", "assistant": "{{ item.a }}", "explode": "qa"}
+    p = parse_params({"prepare": {"raw_dir": str(raw), "sources": {"cases.json": src}}})
+    assert len(prepare(p.prepare, "SYS").records) < 10  # the shared case text makes them near-duplicates
+    p = parse_params({"prepare": {"raw_dir": str(raw), "sources": {"cases.json": {
+        **src, "dedup_key": "{{ item.q }} {{ item.a }}"}}}})
+    res = prepare(p.prepare, "SYS")
+    assert len(res.records) == 10 and res.metrics["dedup"]["near_duplicates"] == 0
