@@ -32,12 +32,71 @@ class ChatTemplateError(DomainftError, ValueError):
 
 
 def render(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-    """Render messages with the tokenizer's own chat template (the pipeline's single template)."""
+    """Render messages with the tokenizer's own chat template (the pipeline's single template),
+    after :func:`fit_system_role` (the system-role policy of training, evaluation and serving).
+
+    Raises:
+        ChatTemplateError: no template, or the template refuses the conversation (its own
+            ``raise_exception`` message, e.g. "Conversation roles must alternate", is quoted).
+    """
     if not tokenizer.chat_template:
         raise ChatTemplateError("tokenizer has no chat_template; run the base stage first")
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            fit_system_role(tokenizer, messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except TemplateError as err:
+        roles = "/".join(m["role"] for m in messages)
+        raise ChatTemplateError(f"the chat template refuses a conversation with roles {roles}: {err}") from None
+
+
+SYSTEM_FOLD_SEPARATOR = "\n\n"  # between the system text and the first user turn when folded
+
+
+def supports_system_role(tokenizer) -> bool:
+    """Whether the chat template renders a leading system turn (cached per template).
+
+    Probed once: ``[system, user]`` must render without the template raising (Mistral-v0.1 style
+    templates raise "Conversation roles must alternate") and must contain the system text (some
+    templates silently drop it).
+    """
+    template = tokenizer.chat_template
+    cache = getattr(tokenizer, "_domainft_system_role", None)
+    if cache is not None and cache[0] == template:
+        return cache[1]
+    probe = [{"role": "system", "content": "SYSPROBE"}, {"role": "user", "content": "USERPROBE"}]
+    try:
+        ok = "SYSPROBE" in tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception:  # jinja2 TemplateError from raise_exception, or a template bug on this shape
+        ok = False
+    try:
+        tokenizer._domainft_system_role = (template, ok)
+    except AttributeError:
+        pass
+    return ok
+
+
+def fit_system_role(tokenizer, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The system-role policy (one place): unchanged when the template supports a system turn;
+    otherwise the system text is folded into the first user turn (``system + "\\n\\n" + user``)
+    and the system turn removed. Training, evaluation and serving all render through
+    :func:`render`, so they see the same prompt. A conversation with only a system turn left is
+    returned as ``[user: system text]``.
+
+    Args:
+        messages: ``[{"role", "content"}]``; only a first-position system turn is folded (the
+            record validator allows no other).
+    """
+    if not messages or messages[0]["role"] != "system" or supports_system_role(tokenizer):
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if rest and rest[0]["role"] == "user":
+        text = f"{system}{SYSTEM_FOLD_SEPARATOR}{rest[0]['content']}" if system.strip() else rest[0]["content"]
+        rest[0] = {**rest[0], "content": text}
+        return rest
+    return ([{"role": "user", "content": system}] if system.strip() else []) + rest
 
 
 def encode_prompt(tokenizer, messages: list[dict[str, str]]) -> list[int]:

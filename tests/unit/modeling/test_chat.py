@@ -128,3 +128,44 @@ def test_added_end_of_turn_rows_copy_eos_rows_in_both_untied_matrices(smollm2_to
     assert torch.equal(new_inp[2], inp[0]) and torch.equal(new_out[2], out[0])
     changed = ((new_inp != inp).any(1) | (new_out != out).any(1)).nonzero().flatten().tolist()
     assert changed == [2]
+
+
+# Mistral-7B-Instruct-v0.1's template: no system role, roles must alternate from user.
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+def test_system_role_folded_into_first_user_turn_on_mistral_template(smollm2_tokenizer):
+    from domainft.modeling.chat import fit_system_role, render, supports_system_role
+
+    tok = copy.deepcopy(smollm2_tokenizer)
+    assert supports_system_role(tok)  # ChatML keeps the system turn as it is
+    assert fit_system_role(tok, CONV) is CONV
+    tok.chat_template = MISTRAL_TEMPLATE
+    assert not supports_system_role(tok)
+    eot, eot_id = end_of_turn(tok)
+    assert eot == tok.eos_token
+    folded = fit_system_role(tok, CONV)
+    assert [m["role"] for m in folded] == ["user", "assistant", "user", "assistant"]
+    assert folded[0]["content"] == CONV[0]["content"] + "\n\n" + CONV[1]["content"]
+    assert render(tok, CONV[:2], add_generation_prompt=True) == (
+        f"{tok.bos_token}[INST] {CONV[0]['content']}\n\n{CONV[1]['content']} [/INST]")
+    s = tokenize_conversation(tok, CONV, eot)  # training: raised "Conversation roles must alternate" before
+    expected = sum(len(tok(m["content"], add_special_tokens=False)["input_ids"]) + 1 for m in CONV if m["role"] == "assistant")
+    assert s.num_trainable == expected and sum(1 for x in s.labels if x == eot_id) == 2
+    prompt = encode_prompt(tok, CONV[:2])  # evaluation and serving: the same folded prompt
+    assert s.input_ids[:len(prompt)] == prompt
+    assert render(tok, CONV[1:2]) == f"{tok.bos_token}[INST] {CONV[1]['content']} [/INST]"  # no system: unchanged
+
+
+def test_template_refusal_is_a_chat_template_error_not_a_jinja_traceback(smollm2_tokenizer):
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template = MISTRAL_TEMPLATE
+    with pytest.raises(ChatTemplateError, match="roles user/user: Conversation roles must alternate"):
+        encode_prompt(tok, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
