@@ -356,6 +356,10 @@ class ServeParams(_Section):
     retry_after_s: int = Field(1, ge=1)
     cache_dir: str = "~/.cache/domainft/models"  # MLflow model downloads
     torch_threads: int = Field(0, ge=0)  # 0 = all cores but one (left to the HTTP event loop)
+    header_timeout_s: float = Field(10.0, gt=0)  # request head must arrive within this; else 408 + close
+    body_timeout_s: float = Field(30.0, gt=0)  # request body must arrive within this after the head
+    keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections close after this
+    shutdown_timeout_s: float = Field(60.0, gt=0)  # SIGTERM: requests in flight get this long to finish
     vllm: VllmExportParams = VllmExportParams()
 
 

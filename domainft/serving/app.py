@@ -7,7 +7,9 @@ from keys present in the folder's generation_config.json, else the OpenAI defaul
 what vLLM does with ``--generation-config``.
 
 Status codes: 400 invalid request, 401 missing/wrong API key, 404 unknown model or route,
-413 body over ``serve.max_body_bytes``, 503 queue full (with ``Retry-After``), 500 generation error.
+408 request head or body not received within ``serve.header_timeout_s`` / ``body_timeout_s``
+(:mod:`domainft.serving.http`), 413 body over ``serve.max_body_bytes``, 503 queue full (with
+``Retry-After``), 500 generation error (that request only; see the engine's failure containment).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from domainft.modeling.chat import encode_prompt
 from domainft.serving.engine import Engine, EngineOverloaded, EngineUnavailable, Event, GenRequest
@@ -60,11 +63,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the {limit}-byte limit", code="request_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the {limit}-byte limit", code="request_too_large")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body exceeds the {limit}-byte limit", code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or the body deadline closed the connection; nobody reads this
+        raise ApiError(408, "request body incomplete: the connection closed", code="request_timeout") from None
     return b"".join(chunks)
 
 

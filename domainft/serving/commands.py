@@ -50,6 +50,7 @@ def serve(ctx: click.Context, model, adapter, host, port, params_path) -> None:
     import uvicorn
 
     from domainft.serving.app import build_app
+    from domainft.serving.http import uvicorn_config
     from domainft.serving.loader import ModelLoadError
 
     explicit = ctx.get_parameter_source("params_path") != click.core.ParameterSource.DEFAULT
@@ -59,8 +60,8 @@ def serve(ctx: click.Context, model, adapter, host, port, params_path) -> None:
         app = build_app(params, model, adapter)
     except (ModelLoadError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    uvicorn.run(app, host=host or params.serve.host, port=params.serve.port if port is None else port,
-                log_level="info", timeout_graceful_shutdown=10)
+    config = uvicorn_config(app, host or params.serve.host, params.serve.port if port is None else port, params.serve)
+    uvicorn.Server(config).run()
 
 
 @click.group("export")

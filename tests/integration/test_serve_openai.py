@@ -26,6 +26,7 @@ import uvicorn
 from domainft.config import Params
 from domainft.modeling.chat import encode_prompt
 from domainft.serving.app import build_app
+from domainft.serving.http import uvicorn_config
 
 pytestmark = pytest.mark.integration
 MODEL = "domainft-test"
@@ -40,8 +41,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _running(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+def _running(app, serve_params=None):
+    """Serve ``app`` on a free loopback port with the same uvicorn settings as `domainft serve`."""
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", _free_port(), serve_params or Params().serve, "warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -243,6 +245,80 @@ def test_malformed_and_oversized_bodies(server):
     assert httpx.get(f"{server}/v1/chat/completions").json()["error"]["code"] == "method_not_allowed"
 
 
+# --------------------------------------------------------------------------- hardening
+def test_bad_seed_and_deep_json_get_400_and_leave_concurrent_requests_untouched(server, tiny_model_dir, tok):
+    """Three greedy requests in flight, then a 2**70 seed, 9000-deep JSON and NaN: before, the seed failed all four
+    with 500 and the deep body was a 500 RecursionError."""
+    prompts = [[{"role": "user", "content": f"Request {k}: how do I block my card?"}] for k in range(3)]
+    deep = b'{"model": "' + MODEL.encode() + b'", "messages": ' + b"[" * 9_000 + b"]" * 9_000 + b"}"  # under the 20 kB body limit
+    with ThreadPoolExecutor(3) as pool:
+        good = [pool.submit(_client(server).chat.completions.create, model=MODEL, messages=m, max_tokens=40,
+                            temperature=0) for m in prompts]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server}/health").json()["running"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with httpx.Client(base_url=server, timeout=30) as http:  # one keep-alive connection for all of them
+            r_seed = http.post("/v1/chat/completions", json={"model": MODEL, "messages": USER, "seed": 2**70,
+                                                             "temperature": 1.0, "max_tokens": 5})
+            r_deep = http.post("/v1/chat/completions", content=deep)
+            r_nan = http.post("/v1/chat/completions", content=json.dumps(
+                {"model": MODEL, "messages": USER, "temperature": float("nan")}).encode())
+            r_after = http.post("/v1/chat/completions", json={"model": MODEL, "messages": USER, "max_tokens": 2})
+        answers = [f.result() for f in good]
+    assert (r_seed.status_code, r_seed.json()["error"]["param"]) == (400, "seed")
+    assert r_deep.status_code == 400 and "not valid JSON" in r_deep.json()["error"]["message"]
+    assert r_nan.status_code == 400
+    assert r_after.status_code == 200 and r_after.json()["usage"]["completion_tokens"] == 2  # same connection
+    for m, a in zip(prompts, answers):
+        ref = tok.decode(_greedy(tiny_model_dir, encode_prompt(tok, m), 40), skip_special_tokens=True)
+        assert (a.choices[0].message.content, a.usage.completion_tokens) == (ref, 40)
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_model_dir):
+    p = _params(header_timeout_s=1.0, body_timeout_s=1.5)
+    with _running(build_app(p, str(tiny_model_dir)), p.serve) as url:
+        yield url
+
+
+def _raw(url: str, chunks: list[bytes], pause: float, read_for: float) -> tuple[bytes, float]:
+    """Send ``chunks`` ``pause`` s apart on one socket; return what came back and when it closed (s)."""
+    host, port = url.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.settimeout(read_for)
+        try:
+            for c in chunks:
+                sock.sendall(c)
+                time.sleep(pause)
+        except OSError:  # closed by the server mid-trickle
+            pass
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return data, time.monotonic() - start
+
+
+def test_slow_headers_and_bodies_are_timed_out(strict_server):
+    """Slow-loris: a head or body trickled a byte at a time is cut at its deadline with a 408."""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: 200\r\n\r\n").encode()
+    data, took = _raw(strict_server, [head[i:i + 1] for i in range(len(head))], 0.1, 10)  # 10 bytes/s head
+    assert data.startswith(b"HTTP/1.1 408") and b"request_timeout" in data and 0.9 < took < 4, (data, took)
+    data, took = _raw(strict_server, [head, b'{"model": "'] + [b"x"] * 40, 0.1, 10)  # head fine, body trickles
+    assert data.startswith(b"HTTP/1.1 408") and b"request body not received within 1.5 s" in data
+    assert 1.4 < took < 5, took
+    data, took = _raw(strict_server, [], 0, 10)  # connect and say nothing
+    assert data.startswith(b"HTTP/1.1 408") and took < 4
+    # a request that arrives in time is unaffected, before and after the others
+    body = json.dumps({"model": MODEL, "messages": USER, "max_tokens": 3}).encode()
+    data, _ = _raw(strict_server, [head.replace(b"200", str(len(body)).encode()) + body], 0, 30)
+    assert data.startswith(b"HTTP/1.1 200") and b'"completion_tokens":3' in data
+
+
 # --------------------------------------------------------------------------- auth, load, disconnects
 def test_api_key_auth(tiny_model_dir):
     os.environ[KEY_ENV] = "s3cret-key"
@@ -300,7 +376,8 @@ def test_cli_serves_mlflow_alias(tiny_model_dir, tmp_path):
     client.create_registered_model(MODEL)
     mv = client.create_model_version(MODEL, f"{run.info.artifact_uri}/merged", run_id=run.info.run_id)
     client.set_registered_model_alias(MODEL, "champion", mv.version)
-    (tmp_path / "params.yaml").write_text(f"serve:\n  cache_dir: {tmp_path / 'cache'}\n  max_batch_size: 2\n")
+    (tmp_path / "params.yaml").write_text(f"serve:\n  cache_dir: {tmp_path / 'cache'}\n  max_batch_size: 2\n"
+                                          "  max_new_tokens_limit: 2000\n")
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([sys.executable, "-m", "domainft.cli", "serve", "--model", f"models:/{MODEL}@champion",
@@ -319,11 +396,35 @@ def test_cli_serves_mlflow_alias(tiny_model_dir, tmp_path):
             time.sleep(0.3)
         r = _client(url).chat.completions.create(model=MODEL, messages=USER, max_tokens=4, temperature=0)
         assert r.model == MODEL and r.usage.completion_tokens == 4
+
+        # graceful shutdown: SIGTERM while 2 requests run and 1 waits in the queue (batch of 2); all 3 finish
+        def ask(n: int, stream: bool):
+            if stream:
+                chunks = list(_client(url).chat.completions.create(
+                    model=MODEL, messages=USER, max_tokens=n, temperature=0, stream=True,
+                    stream_options={"include_usage": True}))
+                return chunks[-1].usage.completion_tokens
+            return _client(url).chat.completions.create(model=MODEL, messages=USER, max_tokens=n,
+                                                        temperature=0).usage.completion_tokens
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(ask, n, st) for n, st in ((300, False), (300, True), (60, False))]
+            deadline = time.monotonic() + 30
+            while (h := httpx.get(f"{url}/health").json())["running"] + h["queued"] < 3:
+                assert time.monotonic() < deadline, h
+                time.sleep(0.02)
+            assert h["queued"] >= 1, h
+            proc.terminate()
+            time.sleep(1.0)
+            with pytest.raises(httpx.TransportError):  # no new connections while draining
+                httpx.get(f"{url}/health", timeout=5)
+            assert [f.result(timeout=120) for f in futures] == [300, 300, 60]
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
+        out = proc.communicate(timeout=60)[0]
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal (exit status -15)
     assert proc.returncode in (0, -15) and "Application shutdown complete" in out, out[-2000:]
+    assert "Cancel" not in out and "server shutting down" not in out, out[-2000:]
 
 
 def test_domainft_serve_as_the_judge_endpoint_runs_offline(server, tmp_path, monkeypatch):
