@@ -98,7 +98,7 @@ class JoinParams(_Section):
 
     file: str  # glob (path under raw_dir or file name) of the lookup file, e.g. cuad_category_descriptions.csv
     key: str  # template over a lookup row giving its key, e.g. "{{ Category }}"
-    on: str  # template over the record giving the key to look up, e.g. "{{ item.name }}"
+    match: str  # template over the record giving the key to look up, e.g. "{{ item.name }}" (not `on`: YAML reads it as true)
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the joined row's name in templates
     required: bool = True  # no matching row: reject the record (join_missing); else the name is None
 
@@ -344,6 +344,7 @@ class ServeParams(_Section):
     """``domainft serve``: the OpenAI-compatible server (and the vLLM export below)."""
 
     model: str = "models/merged"  # default --model: folder, models:/name@alias, or base with --adapter
+    adapters: dict[str, str] = {}  # named adapters on the base model {name: folder or models:/...}; --adapter name=path
     model_name: str | None = None  # served id; default: the registered name or domainft-<domain.name>
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

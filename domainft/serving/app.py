@@ -40,13 +40,14 @@ class ServerConfig:
     """What the app needs besides the engine.
 
     Args:
-        model_id: the served model name (``GET /v1/models``; requests must name it).
+        model_id: the served model name (``GET /v1/models``; requests must name it, or a route).
         max_model_len: prompt + completion tokens limit.
         max_new_tokens_limit: largest accepted ``max_tokens``.
         max_body_bytes: larger request bodies get 413.
         api_key: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
         retry_after_s: ``Retry-After`` seconds sent with 503.
         defaults: default sampling values (``temperature``, ``top_p``).
+        routes: served ids -> :class:`Route`; empty = ``{model_id: the model with create_app's tokenizer}``.
     """
 
     model_id: str
@@ -56,6 +57,24 @@ class ServerConfig:
     api_key: str | None = None
     retry_after_s: int = 1
     defaults: dict = field(default_factory=dict)
+    routes: dict[str, "Route"] = field(default_factory=dict)
+
+
+@dataclass
+class Route:
+    """What a request's ``model`` selects.
+
+    Args:
+        adapter: the engine adapter name; None = the loaded model itself.
+        tokenizer: renders the prompt with its chat template.
+        eos_ids: ids ending this model's turn; None = the engine's.
+        parent: the base model id, listed by ``GET /v1/models`` for adapters (as vLLM does).
+    """
+
+    adapter: str | None
+    tokenizer: object
+    eos_ids: frozenset[int] | None = None
+    parent: str | None = None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -106,6 +125,7 @@ def create_app(engine: Engine, tokenizer, cfg: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="domainft", lifespan=lifespan)
     created = int(time.time())
+    routes = cfg.routes or {cfg.model_id: Route(None, tokenizer)}
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
@@ -138,17 +158,20 @@ def create_app(engine: Engine, tokenizer, cfg: ServerConfig) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request):
         check_auth(request)
-        return {"object": "list", "data": [{"id": cfg.model_id, "object": "model", "created": created,
-                                            "owned_by": "domainft", "max_model_len": cfg.max_model_len}]}
+        return {"object": "list", "data": [
+            {"id": mid, "object": "model", "created": created, "owned_by": "domainft",
+             "max_model_len": cfg.max_model_len, **({"parent": r.parent} if r.parent else {})}
+            for mid, r in routes.items()]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_auth(request)
         req = parse_request(await _read_body(request, cfg.max_body_bytes))
-        if req.model != cfg.model_id:
-            raise ApiError(404, f"model {req.model!r} is not served here; available: {cfg.model_id!r}",
+        route = routes.get(req.model)
+        if route is None:
+            raise ApiError(404, f"model {req.model!r} is not served here; available: {', '.join(map(repr, routes))}",
                            param="model", code="model_not_found")
-        prompt, max_tokens = await run_in_threadpool(_prepare, req, tokenizer, cfg)
+        prompt, max_tokens = await run_in_threadpool(_prepare, req, route.tokenizer, cfg)
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def on_event(ev: Event) -> None:  # called from the engine thread
@@ -158,6 +181,7 @@ def create_app(engine: Engine, tokenizer, cfg: ServerConfig) -> FastAPI:
                 pass
 
         gen = GenRequest(prompt, max_tokens, on_event, stop=req.stop_list(), seed=req.seed,
+                         adapter=route.adapter, eos_ids=route.eos_ids,
                          temperature=req.temperature if req.temperature is not None else cfg.defaults.get("temperature", 1.0),
                          top_p=req.top_p if req.top_p is not None else cfg.defaults.get("top_p", 1.0))
         try:
@@ -170,7 +194,7 @@ def create_app(engine: Engine, tokenizer, cfg: ServerConfig) -> FastAPI:
         rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(gen, events, rid, now, cfg.model_id, include_usage),
+            return StreamingResponse(_sse(gen, events, rid, now, req.model, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         parts: list[str] = []
         try:
@@ -183,7 +207,7 @@ def create_app(engine: Engine, tokenizer, cfg: ServerConfig) -> FastAPI:
                     break
         finally:
             gen.cancelled.set()  # no-op when finished; frees the batch row if the client left
-        return {"id": rid, "object": "chat.completion", "created": now, "model": cfg.model_id,
+        return {"id": rid, "object": "chat.completion", "created": now, "model": req.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
                              "finish_reason": ev.finish_reason, "logprobs": None}],
                 "usage": _usage(ev)}
@@ -226,22 +250,27 @@ async def _sse(gen: GenRequest, events: asyncio.Queue, rid: str, created: int, m
         gen.cancelled.set()  # client gone or stream done: the engine drops the row
 
 
-def build_app(params, model: str | None = None, adapter: str | None = None) -> FastAPI:
+def build_app(params, model: str | None = None, adapter: str | None = None,
+              adapters: dict[str, str] | None = None) -> FastAPI:
     """Load the model named by ``model`` (default ``serve.model``) and build the app from params.
 
     Args:
         params: :class:`domainft.config.Params` (sections ``serve``, ``register``, ``domain``).
         model, adapter: see :func:`domainft.serving.loader.load_for_serving`.
+        adapters: named adapters ``{name: folder or MLflow URI}`` on the base ``model`` (default
+            ``serve.adapters``). Each answers requests for its name; the base answers as
+            ``<served id>-base``.
 
     Raises:
-        ModelLoadError: the model cannot be found or loaded.
+        ModelLoadError: the model or an adapter cannot be found or loaded, or an adapter name
+            collides with the base's id.
         ValueError: ``serve.api_key_env`` names an unset or empty environment variable.
     """
     import os
 
     import torch
 
-    from domainft.serving.loader import load_for_serving
+    from domainft.serving.loader import ModelLoadError, load_for_serving
 
     sp = params.serve
     api_key = None
@@ -250,14 +279,23 @@ def build_app(params, model: str | None = None, adapter: str | None = None) -> F
         if not api_key:
             raise ValueError(f"serve.api_key_env names {sp.api_key_env}, which is unset or empty; "
                              "export it or remove serve.api_key_env to serve without authentication")
-    loaded = load_for_serving(model or sp.model, adapter, params.register.tracking_uri, sp.cache_dir)
+    adapters = dict(sp.adapters if adapters is None and not adapter else adapters or {})
+    loaded = load_for_serving(model or sp.model, adapter, params.register.tracking_uri, sp.cache_dir,
+                              adapters=adapters)
     max_len = min(loaded.max_model_len, sp.max_model_len or loaded.max_model_len)
     engine = Engine(loaded.model, loaded.tokenizer, loaded.eos_ids, sp.max_batch_size, sp.max_queue, max_len)
-    cfg = ServerConfig(model_id=sp.model_name or loaded.registered_name or f"domainft-{params.domain.name}",
-                       max_model_len=max_len, max_new_tokens_limit=sp.max_new_tokens_limit,
+    model_id = sp.model_name or loaded.registered_name or f"domainft-{params.domain.name}"
+    routes = {}
+    if loaded.adapters:
+        model_id = f"{model_id}-base"
+        if model_id in loaded.adapters:
+            raise ModelLoadError(f"adapter name {model_id!r} is the base model's id; rename the adapter")
+        routes = {model_id: Route(None, loaded.tokenizer)} | {
+            name: Route(name, a.tokenizer, frozenset(a.eos_ids), parent=model_id) for name, a in loaded.adapters.items()}
+    cfg = ServerConfig(model_id=model_id, max_model_len=max_len, max_new_tokens_limit=sp.max_new_tokens_limit,
                        max_body_bytes=sp.max_body_bytes, api_key=api_key, retry_after_s=sp.retry_after_s,
-                       defaults=loaded.defaults)
+                       defaults=loaded.defaults, routes=routes)
     log.info("serving %s from %s (eos ids %s, max_model_len %d, batch %d, queue %d, torch threads %d)",
-             cfg.model_id, loaded.folder, loaded.eos_ids, max_len, sp.max_batch_size, sp.max_queue,
-             torch.get_num_threads())
+             ", ".join(routes or [model_id]), loaded.folder, loaded.eos_ids, max_len, sp.max_batch_size,
+             sp.max_queue, torch.get_num_threads())
     return create_app(engine, loaded.tokenizer, cfg)

@@ -39,25 +39,29 @@ def set_torch_threads(requested: int) -> int:
 @click.option("--model", default=None,
               help="Model folder, MLflow URI (models:/<name>@<alias>), or the base folder with --adapter. "
                    "Default: serve.model (models/merged).")
-@click.option("--adapter", default=None, type=click.Path(file_okay=False), help="LoRA adapter folder (peft).")
+@click.option("--adapter", "adapter_args", multiple=True, metavar="[NAME=]PATH",
+              help="LoRA adapter (peft folder or MLflow URI). One unnamed adapter is merged into --model; "
+                   "named ones (repeatable, --adapter bank=models/adapter) are served side by side on the base, "
+                   "each under its NAME, the base as <served id>-base. Default: serve.adapters.")
 @click.option("--host", default=None, help="Bind address (default serve.host).")
 @click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port (default serve.port).")
 @click.option("--params", "params_path", default="params.yaml", show_default=True,
               help="params.yaml whose `serve` section configures the server (defaults if absent).")
 @click.pass_context
-def serve(ctx: click.Context, model, adapter, host, port, params_path) -> None:
+def serve(ctx: click.Context, model, adapter_args, host, port, params_path) -> None:
     """Serve the model with an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)."""
     import uvicorn
 
     from domainft.serving.app import build_app
     from domainft.serving.http import uvicorn_config
-    from domainft.serving.loader import ModelLoadError
+    from domainft.serving.loader import ModelLoadError, parse_adapter_args
 
     explicit = ctx.get_parameter_source("params_path") != click.core.ParameterSource.DEFAULT
     params = _params(params_path, explicit)
     set_torch_threads(params.serve.torch_threads)
     try:
-        app = build_app(params, model, adapter)
+        adapter, named = parse_adapter_args(adapter_args)
+        app = build_app(params, model, adapter, named or None)
     except (ModelLoadError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     config = uvicorn_config(app, host or params.serve.host, params.serve.port if port is None else port, params.serve)

@@ -72,6 +72,9 @@ class GenRequest:
         stop: strings that end generation; the matched stop string is not returned.
         seed: makes sampling reproducible for this request.
         on_event: called from the worker thread with each :class:`Event`.
+        adapter: the named adapter to generate with (a ``PeftModel`` holding several); None = the
+            model itself (the base, when adapters are loaded).
+        eos_ids: ids that end this request's turn; None = the engine's.
     """
 
     prompt_ids: list[int]
@@ -81,6 +84,8 @@ class GenRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    adapter: str | None = None
+    eos_ids: frozenset[int] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -116,6 +121,8 @@ class Engine:
         self.device = next(model.parameters()).device
         layer_types = getattr(model.config.get_text_config(decoder=True), "layer_types", None) or []
         self.can_join = all(t == "full_attention" for t in layer_types)
+        # named adapters of a PeftModel; rows of different adapters share a forward pass (adapter_names=)
+        self.adapters = set(getattr(model, "peft_config", {}) or ())
         self._queue: queue.Queue[GenRequest] = queue.Queue(maxsize=max_queue)
         self._rows: list[_Row] = []
         self._cache = None
@@ -165,9 +172,12 @@ class Engine:
         Raises:
             EngineOverloaded: ``max_queue`` requests are already waiting.
             EngineUnavailable: the engine is not running.
+            ValueError: ``req.adapter`` names no loaded adapter.
         """
         if not self.alive:
             raise EngineUnavailable("generation engine is not running")
+        if req.adapter is not None and req.adapter not in self.adapters:
+            raise ValueError(f"adapter {req.adapter!r} is not loaded (loaded: {sorted(self.adapters)})")
         with self._lock:
             try:
                 self._queue.put_nowait(req)
@@ -218,11 +228,13 @@ class Engine:
         self._finished(len(taken) - len(live))
         return live
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
-        """Logits of the last position, (B, V), float32."""
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache,
+                 reqs: list[GenRequest]) -> torch.Tensor:
+        """Logits of the last position, (B, V), float32; row i uses ``reqs[i].adapter``."""
+        extra = {"adapter_names": [r.adapter or "__base__" for r in reqs]} if self.adapters else {}
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), past_key_values=cache, use_cache=True,
-                         logits_to_keep=1)
+                         logits_to_keep=1, **extra)
         self.steps += 1
         return out.logits[:, -1, :].float().cpu()
 
@@ -267,7 +279,7 @@ class Engine:
             mask[i, P - lens[i]:] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, P)
         cache = DynamicCache() if self.can_join else DynamicCache(config=self.model.config)
-        return cache, mask, self._forward(ids, mask, pos, cache)
+        return cache, mask, self._forward(ids, mask, pos, cache, reqs)
 
     def _rows_append(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
         """Append prefilled rows (their cache and (b, P) mask) to the running batch."""
@@ -291,7 +303,7 @@ class Engine:
         ids = torch.tensor([[r.last] for r in self._rows])  # (B, 1)
         pos = torch.tensor([[r.pos] for r in self._rows])
         self._mask = F.pad(self._mask, (0, 1), value=1)  # (B, T + 1)
-        logits = self._forward(ids, self._mask, pos, self._cache)
+        logits = self._forward(ids, self._mask, pos, self._cache, [r.req for r in self._rows])
         for r in self._rows:
             r.pos += 1
         self._push(self._rows, logits)
@@ -316,7 +328,7 @@ class Engine:
         row.n += 1
         row.last = tid
         reason = None
-        if tid in self.eos_ids:
+        if tid in (row.req.eos_ids if row.req.eos_ids is not None else self.eos_ids):
             delta, reason = row.scanner.flush(), "stop"
         else:
             delta, stopped = row.scanner.add(tid)

@@ -11,6 +11,11 @@ Accepted ``--model`` values:
 * with ``--adapter <folder>``, ``--model`` is the base; the LoRA adapter is applied with
   ``peft.PeftModel`` and merged in memory (one set of weights at serving time, same outputs); a
   QLoRA adapter is merged onto the NF4 round trip of the base weights, like the merge stage's default.
+* with named adapters (``--adapter bank=<folder> --adapter legal=<folder or MLflow URI>``), every
+  adapter is loaded unmerged on the one base (peft, one ``adapter_name`` each); a request picks
+  its adapter by name and rows of different adapters share a batch (peft's mixed-batch forward,
+  ``adapter_names=``), as vLLM's and LoRAX's multi-LoRA serving do. QLoRA adapters share a base
+  only when their quantization records match (the base is the NF4 round trip they were trained on).
 """
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from domainft.errors import DomainftError
@@ -58,6 +64,54 @@ class LoadedModel:
     eos_ids: list[int]
     max_model_len: int
     defaults: dict
+    adapters: dict[str, "ServedAdapter"] = field(default_factory=dict)
+
+
+@dataclass
+class ServedAdapter:
+    """One named adapter loaded (unmerged) on the shared base.
+
+    Attributes:
+        name: the peft ``adapter_name``, which requests name as ``model``.
+        folder: its local folder (adapter_config.json).
+        tokenizer: its own tokenizer when the folder has one (same vocabulary as the base; its chat
+            template may differ), else the base's.
+        eos_ids: the base generation_config eos ids plus this tokenizer's end-of-turn token.
+    """
+
+    name: str
+    folder: Path
+    tokenizer: object
+    eos_ids: list[int]
+
+
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def parse_adapter_args(values: list[str] | tuple[str, ...]) -> tuple[str | None, dict[str, str]]:
+    """Split ``--adapter`` values into one unnamed adapter or named ones (``name=path``).
+
+    Returns:
+        (unnamed path or None, {name: path or MLflow URI}).
+
+    Raises:
+        ModelLoadError: a malformed or repeated name, or an unnamed adapter together with others.
+    """
+    unnamed, named = [], {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or "/" in name or is_mlflow_uri(v):
+            unnamed.append(v)
+            continue
+        if not ADAPTER_NAME.fullmatch(name) or not path:
+            raise ModelLoadError(f"--adapter {v!r}: expected name=path with a name of letters, digits and ._:-")
+        if name in named:
+            raise ModelLoadError(f"--adapter name {name!r} is given twice")
+        named[name] = path
+    if unnamed and (named or len(unnamed) > 1):
+        raise ModelLoadError("give one unnamed --adapter (merged into the base) or named ones "
+                             "(--adapter name=path, repeatable), not both")
+    return (unnamed[0] if unnamed else None), named
 
 
 def is_mlflow_uri(spec: str) -> bool:
@@ -142,14 +196,61 @@ def _load_adapter(base: Path, adapter: Path, device: str | None):
     return model, tok
 
 
+def _load_named_adapters(model, base_tok, folder: Path, adapters: dict[str, str], tracking_uri: str,
+                         cache_dir: str | Path):
+    """Wrap ``model`` in a PeftModel holding every adapter of ``adapters`` ({name: folder or URI})."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    folders = {}
+    for name, where in adapters.items():
+        d = download_mlflow_model(where, tracking_uri, cache_dir)[0] if is_mlflow_uri(where) else Path(where).expanduser()
+        if not (d / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {name}: {d} has no adapter_config.json; not a PEFT adapter folder")
+        folders[name] = d
+    specs = {name: read_spec(d) for name, d in folders.items()}
+    if len({json.dumps(s, sort_keys=True) for s in specs.values()}) > 1:
+        raise ModelLoadError("adapters " + ", ".join(specs) + " were trained against different base weights "
+                             "(QLoRA quantization records differ or only some have one); serve them separately")
+    served, peft_model = {}, None
+    for name, d in folders.items():
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, d, adapter_name=name)
+            else:
+                peft_model.load_adapter(d, adapter_name=name)
+        except (ValueError, RuntimeError, KeyError) as err:  # shape mismatch: trained on another base
+            raise ModelLoadError(f"adapter {name} ({d}) does not fit the base {folder}: {err}") from None
+        tok = AutoTokenizer.from_pretrained(d) if (d / "tokenizer_config.json").is_file() else base_tok
+        if tok is not base_tok and tok.get_vocab() != base_tok.get_vocab():
+            raise ModelLoadError(f"adapter {name}: its tokenizer's vocabulary differs from the base's ({folder})")
+        served[name] = ServedAdapter(name, d, tok, _eos_ids(model, tok))
+    spec = next(iter(specs.values()))
+    if spec is not None:
+        apply_round_trip(peft_model, spec)
+    peft_model.eval()
+    return peft_model, served
+
+
 def load_for_serving(spec: str, adapter: str | None = None, tracking_uri: str = "sqlite:///mlflow.db",
-                     cache_dir: str | Path = "~/.cache/domainft/models", device: str | None = None) -> LoadedModel:
+                     cache_dir: str | Path = "~/.cache/domainft/models", device: str | None = None,
+                     adapters: dict[str, str] | None = None) -> LoadedModel:
     """Load the model to serve (see the module docstring for ``spec`` forms).
 
+    Args:
+        spec: model folder or MLflow URI (the base when adapters are given).
+        adapter: one unnamed LoRA adapter folder, merged into the base in memory.
+        adapters: named adapters ``{name: folder or MLflow URI}``, loaded unmerged on the base
+            (``LoadedModel.adapters``); exclusive with ``adapter``.
+
     Raises:
-        ModelLoadError: missing folder or adapter, unresolvable URI, or an adapter whose base
-            (``base_model_name_or_path``) is not a local folder.
+        ModelLoadError: missing folder or adapter, unresolvable URI, an adapter whose base
+            (``base_model_name_or_path``) is not a local folder, named adapters that do not fit
+            the base or each other (shapes, vocabulary, QLoRA records), or both ``adapter`` and
+            ``adapters``.
     """
+    if adapter and adapters:
+        raise ModelLoadError("an unnamed adapter and named adapters cannot be served together")
     name = None
     if is_mlflow_uri(spec):
         folder, name = download_mlflow_model(spec, tracking_uri, cache_dir)
@@ -172,8 +273,13 @@ def load_for_serving(spec: str, adapter: str | None = None, tracking_uri: str = 
         model, tok = _load_adapter(folder, adapter_dir, device)
     else:
         model, tok = load_model(folder, device=device)
+    served = {}
+    if adapters:
+        if adapter_dir is not None:
+            raise ModelLoadError(f"{spec} is an adapter; named adapters need a base model folder as --model")
+        model, served = _load_named_adapters(model, tok, folder, adapters, tracking_uri, cache_dir)
     gen_file = folder / "generation_config.json"
     gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
     defaults = {k: gen[k] for k in ("temperature", "top_p") if k in gen}
     max_len = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", None) or 2048
-    return LoadedModel(model, tok, folder, name, _eos_ids(model, tok), int(max_len), defaults)
+    return LoadedModel(model, tok, folder, name, _eos_ids(model, tok), int(max_len), defaults, served)

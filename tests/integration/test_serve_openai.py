@@ -319,6 +319,89 @@ def test_slow_headers_and_bodies_are_timed_out(strict_server):
     assert data.startswith(b"HTTP/1.1 200") and b'"completion_tokens":3' in data
 
 
+# --------------------------------------------------------------------------- several adapters on one base
+LEGAL_SYSTEM = "You are a careful legal assistant."
+
+
+def _adapter(base: Path, out: Path, seed: int, targets: list[str], system: str | None = None) -> tuple[Path, Path]:
+    """A random LoRA adapter on ``base`` and its merged model folder (the reference it must answer like).
+
+    With ``system``, the adapter carries its own tokenizer whose chat template has that default
+    system prompt, so its prompts differ from the base's.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                          LoraConfig(r=8, lora_alpha=32, target_modules=targets, init_lora_weights=False))
+    peft.save_pretrained(out / "adapter")
+    merged = out / "merged"
+    shutil.copytree(base, merged)
+    peft.merge_and_unload().save_pretrained(merged, safe_serialization=True)
+    if system:
+        tok = AutoTokenizer.from_pretrained(base)
+        tok.chat_template = tok.chat_template.replace(
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face", system)
+        assert system in tok.chat_template
+        tok.save_pretrained(out / "adapter")
+        tok.save_pretrained(merged)
+    return out / "adapter", merged
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    bank = _adapter(tiny_model_dir, root / "bank", 1, ["q_proj", "v_proj", "o_proj"])
+    legal = _adapter(tiny_model_dir, root / "legal", 2, ["gate_proj", "up_proj", "down_proj"], LEGAL_SYSTEM)
+    p = _params(max_batch_size=8)
+    app = build_app(p, str(tiny_model_dir), adapters={"bank": str(bank[0]), "legal": str(legal[0])})
+    with _running(app) as url:
+        yield url, {"bank": bank[1], "legal": legal[1], f"{MODEL}-base": tiny_model_dir}
+
+
+def test_two_adapters_answer_like_their_own_merged_models(two_adapters):
+    """10 prompts x (bank, legal, base) in flight at once, so batches mix adapters: greedy answers
+    equal greedy decoding of each adapter's own merged model (full recomputation)."""
+    from transformers import AutoTokenizer
+
+    url, merged = two_adapters
+    listed = {m.id: getattr(m, "parent", None) for m in _client(url).models.list().data}
+    assert listed == {f"{MODEL}-base": None, "bank": f"{MODEL}-base", "legal": f"{MODEL}-base"}
+    prompts = [[{"role": "user", "content": f"Question {k}: what does clause {k * 7} say about fees?"}]
+               for k in range(10)]
+    jobs = [(name, m) for name in merged for m in prompts]
+
+    def ask(job):
+        name, m = job
+        return _client(url).chat.completions.create(model=name, messages=m, max_tokens=12, temperature=0)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(ask, jobs))
+    from transformers import AutoModelForCausalLM
+
+    replies, lengths = {}, {}
+    for name, folder in merged.items():
+        tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+        for (n, m), a in zip(jobs, answers):
+            if n != name:
+                continue
+            seq = prompt = encode_prompt(tok, m)
+            with torch.no_grad():
+                for _ in range(12):
+                    seq = seq + [int(model(torch.tensor([seq])).logits[0, -1].argmax())]
+            ref = tok.decode(seq[len(prompt):], skip_special_tokens=True)
+            assert (a.model, a.usage.prompt_tokens) == (name, len(prompt))
+            assert a.choices[0].message.content == ref, (name, m)
+            replies.setdefault(name, []).append(ref)
+            lengths.setdefault(name, []).append(len(prompt))
+    assert replies["bank"] != replies["legal"] != replies[f"{MODEL}-base"] != replies["bank"]  # adapters matter
+    assert lengths["bank"] == lengths[f"{MODEL}-base"] != lengths["legal"]  # legal's own chat template
+    with pytest.raises(openai.NotFoundError) as info:
+        ask(("medical", prompts[0]))
+    assert "'bank'" in info.value.body["message"] and "'legal'" in info.value.body["message"]
+
+
 # --------------------------------------------------------------------------- auth, load, disconnects
 def test_api_key_auth(tiny_model_dir):
     os.environ[KEY_ENV] = "s3cret-key"

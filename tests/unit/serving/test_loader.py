@@ -111,3 +111,43 @@ def test_mlflow_alias_downloads_once_into_cache(tiny_model_dir, tmp_path, monkey
     assert (again.folder / "sentinel").exists()
     with pytest.raises(ModelLoadError, match="cannot resolve models:/domainft-test@nope"):
         load_for_serving("models:/domainft-test@nope", tracking_uri=uri, cache_dir=cache)
+
+
+def test_adapter_arguments_named_or_one_unnamed():
+    from domainft.serving.loader import parse_adapter_args
+
+    assert parse_adapter_args(["models/adapter"]) == ("models/adapter", {})
+    assert parse_adapter_args(["bank=models/a", "legal=models:/legal-adapter@champion"]) == (
+        None, {"bank": "models/a", "legal": "models:/legal-adapter@champion"})
+    assert parse_adapter_args(["models:/x@champion"]) == ("models:/x@champion", {})
+    assert parse_adapter_args(["dir/with=sign"]) == ("dir/with=sign", {})  # a '/' before '=': a path
+    for bad, match in ((["a=x", "a=y"], "twice"), (["p", "a=x"], "not both"), (["p", "q"], "not both"),
+                       (["-a=x"], "expected name=path"), (["a="], "expected name=path")):
+        with pytest.raises(ModelLoadError, match=match):
+            parse_adapter_args(bad)
+
+
+def test_named_adapters_must_fit_the_base_and_each_other(tiny_model_dir, adapter_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from tiny import make_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    from domainft.quantization import write_spec
+
+    wider = make_tiny_model(tmp_path / "wider", hidden=96)
+    other = tmp_path / "other-adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(wider),
+                   LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(other)
+    with pytest.raises(ModelLoadError, match="adapter legal .* does not fit the base"):
+        load_for_serving(str(tiny_model_dir), adapters={"bank": str(adapter_dir), "legal": str(other)})
+    qdir = tmp_path / "qlora"
+    shutil.copytree(adapter_dir, qdir)
+    write_spec(qdir, {"method": "bitsandbytes-4bit", "quant_type": "nf4", "blocksize": 64, "double_quant": True,
+                      "dtype": "bfloat16", "quantized_modules": ["model.layers.0.self_attn.q_proj"]})
+    with pytest.raises(ModelLoadError, match="different base weights"):
+        load_for_serving(str(tiny_model_dir), adapters={"bank": str(adapter_dir), "q": str(qdir)})
+    with pytest.raises(ModelLoadError, match="no adapter_config.json"):
+        load_for_serving(str(tiny_model_dir), adapters={"bank": str(tmp_path)})
+    loaded = load_for_serving(str(tiny_model_dir), adapters={"a": str(adapter_dir), "b": str(adapter_dir)})
+    assert sorted(loaded.adapters) == ["a", "b"] and loaded.adapters["a"].eos_ids == [2]
+    assert sorted(loaded.model.peft_config) == ["a", "b"]  # one base, two unmerged adapters
