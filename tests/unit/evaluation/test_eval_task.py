@@ -168,3 +168,24 @@ def test_loops_and_prompt_copies_are_detected_and_flagged():
     assert prof["loop_rate"] == 0.6 and gold["loop_rate"] == 0.0
     assert collapse.flags(prof, gold, 10, CollapseParams()) == {"collapse": 1, "loop": 1, "copy": 0, "any": 1}
     assert collapse.flags(prof, gold, 4, CollapseParams())["any"] == 0  # too few samples to flag
+
+
+def test_compare_and_report_flag_the_always_A_model(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from domainft.cli import cli
+    from domainft.evaluation.report import render_report
+
+    gold = ["A", "B", "C", "D"] * 5
+    m, rows = score_pair(_label_records(gold), _side(["B"] * 20), _side(["A"] * 20), "en", 100, 0,
+                         TaskParams(type="label", labels=list("ABCD")), train_references=gold)
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(m))
+    out = CliRunner().invoke(cli, ["compare", "--metrics", str(path)]).output
+    assert "primary metric accuracy: base 0.25 -> tuned 0.25, delta +0" in out
+    assert "tuned beats base: NO" in out and "tuned beats the trivial baselines: NO (best: majority 0.25)" in out
+    assert "FLAG tuned: collapse (top share 1.00 vs gold 0.25" in out and "FLAG base: collapse" in out
+    html = render_report(m, rows)
+    assert "FLAG tuned: collapse" in html and "Confusion (tuned)" in html
