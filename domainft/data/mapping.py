@@ -126,7 +126,7 @@ class Source:
         if cfg.thread is not None and not (cfg.thread.turns or (cfg.thread.id and cfg.thread.reply_to)):
             raise MappingError(f"{self.where_key}.thread: set turns (a list of turns) or id + reply_to (reply links)")
         items = [(n, getattr(cfg, n)) for n in names] + [(f"meta.{k}", v) for k, v in cfg.meta.items()]
-        items += [(f"join[{i}].on", j.on) for i, j in enumerate(cfg.join)]
+        items += [(f"join[{i}].match", j.match) for i, j in enumerate(cfg.join)]
         for name, text in items:
             if text is None:
                 continue
@@ -284,7 +284,7 @@ def _map_record(rec: Any, key: Any, src: Source) -> Iterator[tuple[Any, Any, Dra
         raw = rec if item is None else {"item": item, "index": index}
         missing = None
         for i, j in enumerate(cfg.join):
-            on = _render(src, f"join[{i}].on", ctx)
+            on = _render(src, f"join[{i}].match", ctx)
             row = src.lookups.get(j.name, {}).get(on)
             if row is None and j.required:
                 missing = RecordError("join_missing", f"{src.where_key}.join[{i}]: no row of {j.file} with key {on!r}")
@@ -382,7 +382,15 @@ def _turn_threads(rec, ctx, src, head, group, meta) -> Iterator:
     if not out:
         yield None, rec, None, RecordError("thread_unanswered", "no agent reply after a customer turn", kind="filtered")
     for i, msgs in out:
-        yield i, {"turn": i}, Draft(head + msgs, group=group, meta={**meta, "element": i}), None
+        yield i, {"turn": i}, Draft(head + msgs, group=group, meta={**meta, "element": i, **_thread_key(meta, msgs)}), None
+
+
+def _thread_key(meta: dict, msgs: list[dict[str, str]]) -> dict[str, str]:
+    """A thread sample's near-dedup text unless ``dedup_key`` is set: its last user turn and the
+    reply (the samples of one thread share their history, which would make them near-duplicates)."""
+    if "dedup_key" in meta:
+        return {}
+    return {"dedup_key": "\n".join(m["content"] for m in msgs[-2:])}
 
 
 def _norm_id(value: Any) -> str | None:
@@ -449,6 +457,9 @@ def _link_threads(records: Iterator, rel: str, src: Source) -> Iterator:
         group = _render(src, "group", ctx) if "group" in src.templates else root
         meta = {**_meta(rec), "thread": root, "turns": len(msgs[-1][1])}
         meta.update({k: _render(src, f"meta.{k}", ctx) for k in cfg.meta})
+        if "dedup_key" in src.templates:
+            meta["dedup_key"] = _render(src, "dedup_key", ctx)
+        meta.update(_thread_key(meta, msgs[-1][1]))
         results.append((line, rec, Draft(_system(src, ctx) + msgs[-1][1], group=group, meta=meta), None))
     for line, rec, draft, err in results:
         if draft is None and err is None:

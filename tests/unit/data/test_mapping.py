@@ -94,7 +94,7 @@ def test_explode_columns_join_and_literal(tmp_path):
                                   "Category: Non-Compete,Is there a non-compete?\n", encoding="utf-8")
     src = {"clauses.csv": {
         "explode_columns": "(.+)-Answer",
-        "join": [{"file": "desc.csv", "key": "{{ Category | replace('Category: ', '') }}", "on": "{{ item.name }}",
+        "join": [{"file": "desc.csv", "key": "{{ Category | replace('Category: ', '') }}", "match": "{{ item.name }}",
                   "name": "cat"}],
         "where": "{{ item.value | trim }}",
         "user": "{{ cat.Description }}\nClauses:\n{{ record[item.name] | literal | join('\\n') or '(none)' }}",
@@ -198,3 +198,19 @@ def test_dedup_key_keeps_different_questions_about_one_long_case(tmp_path):
         **src, "dedup_key": "{{ item.q }} {{ item.a }}"}}}})
     res = prepare(p.prepare, "SYS")
     assert len(res.records) == 10 and res.metrics["dedup"]["near_duplicates"] == 0
+
+
+def test_thread_samples_sharing_a_long_history_are_not_near_duplicates(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    long = " ".join(f"detail{i} of my problem" for i in range(200))
+    turns = [{"sender": "customer", "utterances": [long]}]
+    for i in range(4):
+        turns += [{"sender": "helpdesk", "utterances": [f"Reply {i}: please try step {i}."]},
+                  {"sender": "customer", "utterances": [f"Step {i} did not work."]}]
+    (raw / "stc.json").write_text(json.dumps([{"id": 1, "turns": turns}]))
+    src = {"stc.json": {"thread": {"turns": "turns", "role": "sender", "text": "utterances",
+                                   "roles": {"customer": "user", "helpdesk": "assistant"}}}}
+    p = parse_params({"prepare": {"raw_dir": str(raw), "sources": src}})
+    res = prepare(p.prepare, "SYS")
+    assert len(res.records) == 4 and res.records[0].meta["dedup_key"] == long + "\nReply 0: please try step 0."
