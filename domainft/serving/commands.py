@@ -76,19 +76,25 @@ def export() -> None:
 @export.command("vllm")
 @click.option("--model", default="models/merged", show_default=True, type=click.Path(file_okay=False),
               help="Merged model folder, or the base folder when --adapter is given.")
-@click.option("--adapter", default=None, type=click.Path(file_okay=False), help="LoRA adapter folder (vLLM --enable-lora).")
+@click.option("--adapter", "adapter_args", multiple=True, metavar="[NAME=]PATH",
+              help="LoRA adapter folder (vLLM --enable-lora): one unnamed, served as the served name, or named "
+                   "ones (repeatable, --adapter bank=models/adapter), one LoRA module each. Default: serve.adapters.")
 @click.option("--out", "out_dir", default=None, help="Output folder (default serve.vllm.out_dir = serving).")
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.pass_context
-def export_vllm(ctx: click.Context, model, adapter, out_dir, params_path) -> None:
+def export_vllm(ctx: click.Context, model, adapter_args, out_dir, params_path) -> None:
     """Write serving/docker-compose.yml (vLLM OpenAI server) and serving/README.md, then validate them."""
     from domainft.serving.export import validate_export, write_vllm_export
+    from domainft.serving.loader import ModelLoadError, parse_adapter_args
 
     explicit = ctx.get_parameter_source("params_path") != click.core.ParameterSource.DEFAULT
     params = _params(params_path, explicit)
     try:
-        info = write_vllm_export(params, model, adapter, out_dir)
-    except (FileNotFoundError, ValueError) as err:
+        adapter, named = parse_adapter_args(adapter_args)
+        if not adapter_args:
+            named = dict(params.serve.adapters)
+        info = write_vllm_export(params, model, adapter, out_dir, named or None)
+    except (FileNotFoundError, ValueError, ModelLoadError) as err:
         raise click.ClickException(str(err)) from None
     problems = validate_export(Path(info["compose"]).parent)
     if problems:

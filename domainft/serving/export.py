@@ -5,7 +5,12 @@ Two layouts:
 * merged (default): ``--model`` is the merged folder; vLLM serves it under the served model name;
 * base + adapter: ``--model`` is the base folder, ``--adapter`` the LoRA folder; vLLM runs with
   ``--enable-lora --lora-modules <name>=<adapter>`` so clients ask for ``<name>`` and get the
-  adapter (the base alone answers as ``<name>-base``).
+  adapter (the base alone answers as ``<name>-base``);
+* base + named adapters (``--adapter bank=<folder> --adapter legal=<folder>``, as ``domainft
+  serve`` takes them): each is a LoRA module under its own name (``--lora-modules bank=...
+  legal=...``, ``--max-loras`` = their number so one batch can hold all), the base is
+  ``<name>-base``. vLLM applies one chat template to every module, so an adapter carrying a
+  different template than the base is refused.
 
 Either way the stored chat template (``--chat-template``) and generation config
 (``--generation-config``: its eos ids, which include the end-of-turn token, stop generation) are
@@ -32,15 +37,25 @@ def _mount(folder: Path, out_dir: Path, name: str) -> tuple[str, str]:
     return f"{host}:/models/{name}:ro", f"/models/{name}"
 
 
+def _template_of(folder: Path) -> str | None:
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    cfg = folder / "tokenizer_config.json"
+    t = json.loads(cfg.read_text()).get("chat_template") if cfg.is_file() else None
+    return t if isinstance(t, str) else None
+
+
 def write_vllm_export(params, model: str | Path, adapter: str | Path | None = None,
-                      out_dir: str | Path | None = None) -> dict:
+                      out_dir: str | Path | None = None, adapters: dict[str, str | Path] | None = None) -> dict:
     """Write ``<out_dir>/docker-compose.yml`` and ``<out_dir>/README.md``.
 
     Args:
         params: :class:`domainft.config.Params` (``serve``, ``serve.vllm``, ``domain``).
         model: merged model folder, or the base folder when ``adapter`` is given.
-        adapter: LoRA adapter folder (``adapter_config.json``).
+        adapter: LoRA adapter folder (``adapter_config.json``), served as the served name.
         out_dir: default ``serve.vllm.out_dir`` (``serving``).
+        adapters: named LoRA adapter folders ``{name: folder}``, each a LoRA module under its name
+            (exclusive with ``adapter``).
 
     Returns:
         Summary: paths written, served name, max_model_len, vLLM arguments.
@@ -48,9 +63,12 @@ def write_vllm_export(params, model: str | Path, adapter: str | Path | None = No
     Raises:
         FileNotFoundError: the model folder lacks config.json / generation_config.json / a chat
             template, or the adapter folder lacks adapter_config.json.
-        ValueError: the requested max_model_len exceeds the model's max_position_embeddings, or
-            the adapter rank exceeds every rank vLLM supports.
+        ValueError: the requested max_model_len exceeds the model's max_position_embeddings, an
+            adapter rank exceeds every rank vLLM supports, an adapter carries a chat template other
+            than the base's, or both ``adapter`` and ``adapters`` are given.
     """
+    if adapter and adapters:
+        raise ValueError("give one unnamed adapter or named adapters, not both")
     vp, sp = params.serve.vllm, params.serve
     out = Path(out_dir or vp.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +82,8 @@ def write_vllm_export(params, model: str | Path, adapter: str | Path | None = No
     if limit and max_len > limit:
         raise ValueError(f"serve.vllm.max_model_len={max_len} exceeds max_position_embeddings={limit} in {model}/config.json")
     name = sp.model_name or f"domainft-{params.domain.name}"
-    vol, model_path = _mount(model, out, "base" if adapter else "model")
+    loras = {name: Path(adapter)} if adapter else {n: Path(a) for n, a in (adapters or {}).items()}
+    vol, model_path = _mount(model, out, "base" if loras else "model")
     volumes = [vol]
     if (model / "chat_template.jinja").is_file():
         template = f"{model_path}/chat_template.jinja"
@@ -78,18 +97,24 @@ def write_vllm_export(params, model: str | Path, adapter: str | Path | None = No
     args = [f"--model={model_path}", f"--chat-template={template}", f"--generation-config={model_path}",
             f"--max-model-len={max_len}", f"--dtype={vp.dtype}",
             f"--gpu-memory-utilization={vp.gpu_memory_utilization}", f"--port={vp.port}"]
-    if adapter:
-        adapter = Path(adapter)
-        if not (adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter / 'adapter_config.json'} not found; not a PEFT adapter folder")
-        rank = int(json.loads((adapter / "adapter_config.json").read_text()).get("r", 8))
-        max_rank = next((r for r in LORA_RANKS if r >= rank), None)
+    if loras:
+        ranks, modules = [], []
+        for n, folder in loras.items():
+            if not (folder / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"{folder / 'adapter_config.json'} not found; not a PEFT adapter folder")
+            own = _template_of(folder)
+            if own is not None and own != _template_of(model):
+                raise ValueError(f"adapter {n} ({folder}) has its own chat template, unlike the base {model}; vLLM "
+                                 "applies the base's to every LoRA module: export it merged instead")
+            ranks.append(int(json.loads((folder / "adapter_config.json").read_text()).get("r", 8)))
+            vol, adapter_path = _mount(folder, out, "adapter" if adapter else f"adapters/{n}")
+            volumes.append(vol)
+            modules.append(f"{n}={adapter_path}")
+        max_rank = next((r for r in LORA_RANKS if r >= max(ranks)), None)
         if max_rank is None:
-            raise ValueError(f"adapter rank {rank} exceeds vLLM's largest --max-lora-rank {LORA_RANKS[-1]}")
-        vol, adapter_path = _mount(adapter, out, "adapter")
-        volumes.append(vol)
-        args += [f"--served-model-name={name}-base", "--enable-lora",
-                 f"--lora-modules={name}={adapter_path}", f"--max-lora-rank={max_rank}"]
+            raise ValueError(f"adapter rank {max(ranks)} exceeds vLLM's largest --max-lora-rank {LORA_RANKS[-1]}")
+        args += [f"--served-model-name={name}-base", "--enable-lora", "--lora-modules", *modules,
+                 f"--max-lora-rank={max_rank}", f"--max-loras={len(loras)}"]
     else:
         args.append(f"--served-model-name={name}")
     service = {"image": vp.image, "command": args, "volumes": volumes, "ports": [f"{vp.port}:{vp.port}"],
@@ -101,18 +126,20 @@ def write_vllm_export(params, model: str | Path, adapter: str | Path | None = No
                                "interval": "30s", "timeout": "5s", "retries": 20}}
     if sp.api_key_env:  # vLLM reads VLLM_API_KEY; the value comes from the host env, never from a file
         service["environment"] = {"VLLM_API_KEY": f"${{{sp.api_key_env}:?set {sp.api_key_env}}}"}
-    header = (f"# Written by `domainft export vllm` from {model}{' + ' + str(adapter) if adapter else ''}.\n"
+    header = (f"# Written by `domainft export vllm` from {model}{''.join(' + ' + str(a) for a in loras.values())}.\n"
               "# Regenerate instead of editing: values come from params.yaml (serve, serve.vllm).\n")
     compose = out / "docker-compose.yml"
     compose.write_text(header + yaml.safe_dump({"services": {"vllm": service}}, sort_keys=False), encoding="utf-8")
-    request_model = name
+    request_model = next(iter(loras)) if loras else name
     readme = out / "README.md"
-    readme.write_text(_readme(name, request_model, vp.port, max_len, adapter is not None, sp.api_key_env), encoding="utf-8")
+    readme.write_text(_readme(name, request_model, vp.port, max_len, list(loras), sp.api_key_env), encoding="utf-8")
     return {"compose": str(compose), "readme": str(readme), "served_model_name": name,
-            "max_model_len": max_len, "lora": adapter is not None, "vllm_args": args}
+            "max_model_len": max_len, "lora": bool(loras), "lora_modules": list(loras), "vllm_args": args}
 
 
-def _readme(name: str, request_model: str, port: int, max_len: int, lora: bool, key_env: str | None) -> str:
+def _readme(name: str, request_model: str, port: int, max_len: int, loras: list[str], key_env: str | None) -> str:
+    lora = bool(loras)
+    modules = ", ".join(f"`{n}`" for n in loras)
     auth = f' -H "Authorization: Bearer ${key_env}"' if key_env else ""
     return f"""# Serving `{name}` with vLLM
 
@@ -122,7 +149,7 @@ Written by `domainft export vllm`; regenerate it after `dvc repro` changes the m
     curl http://localhost:{port}/v1/chat/completions -H "Content-Type: application/json"{auth} \\
       -d '{{"model": "{request_model}", "messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 64}}'
 
-* {"Base model + LoRA adapter (`--enable-lora`); ask for `" + request_model + "` to get the fine-tuned model, `" + name + "-base` for the base." if lora else "Serves the merged fine-tuned model."}
+* {"Base model + LoRA adapters (`--enable-lora`); ask for " + modules + " to get a fine-tuned model, `" + name + "-base` for the base." if lora else "Serves the merged fine-tuned model."}
 * The chat template stored with the model (`--chat-template`) and its `generation_config.json`
   (`--generation-config`, eos ids including the end-of-turn token) are the ones training,
   evaluation and `domainft serve` use, so prompts tokenize identically and generation stops at the
@@ -178,7 +205,7 @@ def validate_export(out_dir: str | Path) -> list[str]:
         problems.append(f"{p} is not inside any mounted volume")
         return None
 
-    args = dict(a.removeprefix("--").split("=", 1) if "=" in a else (a.removeprefix("--"), True) for a in service["command"])
+    args = parse_command(service["command"])
     model = host_path(str(args.get("model", "")))
     if model is not None:
         for f in ("config.json", "generation_config.json"):
@@ -194,13 +221,34 @@ def validate_export(out_dir: str | Path) -> list[str]:
         if p is not None and not (p.is_file() if must == "file" else (p / must).is_file()):
             problems.append(f"--{key} {args.get(key)} -> {p} missing")
     if args.get("enable-lora"):
-        lora_name, _, lora_path = str(args.get("lora-modules", "")).partition("=")
-        adapter = host_path(lora_path)
-        cfg = adapter / "adapter_config.json" if adapter else None
-        if cfg is None or not cfg.is_file():
-            problems.append(f"--lora-modules {lora_name} -> {adapter} has no adapter_config.json")
-        elif int(json.loads(cfg.read_text()).get("r", 0)) > int(args.get("max-lora-rank", 16)):
-            problems.append("adapter rank exceeds --max-lora-rank")
+        modules = args.get("lora-modules") or []
+        modules = [modules] if isinstance(modules, str) else modules
+        if not modules:
+            problems.append("--enable-lora without --lora-modules")
+        if len(modules) > int(args.get("max-loras", 1)):
+            problems.append(f"{len(modules)} --lora-modules but --max-loras {args.get('max-loras', 1)}")
+        for module in modules:
+            lora_name, _, lora_path = str(module).partition("=")
+            adapter = host_path(lora_path)
+            cfg = adapter / "adapter_config.json" if adapter else None
+            if cfg is None or not cfg.is_file():
+                problems.append(f"--lora-modules {lora_name} -> {adapter} has no adapter_config.json")
+            elif int(json.loads(cfg.read_text()).get("r", 0)) > int(args.get("max-lora-rank", 16)):
+                problems.append(f"adapter {lora_name} rank exceeds --max-lora-rank")
     if f"{args.get('port')}:{args.get('port')}" not in service.get("ports", []):
         problems.append(f"ports {service.get('ports')} do not publish --port {args.get('port')}")
     return problems
+
+
+def parse_command(command: list[str]) -> dict:
+    """vLLM arguments as a dict: ``--k=v`` -> ``{"k": "v"}``, a bare ``--flag`` -> True, and a flag
+    followed by plain items (``--lora-modules a=/x b=/y``) -> the list of them."""
+    args: dict = {}
+    last = None
+    for item in command:
+        if item.startswith("--"):
+            key, sep, value = item.removeprefix("--").partition("=")
+            args[key], last = (value if sep else True), (None if sep else key)
+        elif last is not None:
+            args[last] = (args[last] if isinstance(args[last], list) else []) + [item]
+    return args
