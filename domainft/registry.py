@@ -4,8 +4,8 @@ The run carries flattened params (values longer than :data:`MAX_PARAM_CHARS` are
 artifact plus a sha256 param), metrics of every stage (``metrics/*.json``), and lineage tags: git
 commit and dirty flag, the dvc.lock hashes of raw data, processed data, splits, adapter and merged
 model, base model source and revision, library versions. The model folder (merged, or the adapter
-with a reference to its base) is logged as plain artifacts under ``model/`` and registered as a
-new version of ``domainft-<domain>``; a rerun on identical inputs finds the existing version by its
+with a reference to its base, registered as ``<name>-base`` by content hash: :func:`adapter_base`)
+is logged as plain artifacts under ``model/`` and registered as a new version of ``domainft-<domain>``; a rerun on identical inputs finds the existing version by its
 fingerprint tag instead of creating a duplicate.
 """
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import Any
 import yaml
 
 from domainft.config import Params
-from domainft.tracking import MAX_PARAM_CHARS, git_facts, log_params, param_items, setup_mlflow  # noqa: F401
+from domainft.errors import DomainftError
+from domainft.tracking import MAX_PARAM_CHARS, git_facts, log_params, param_items, setup_mlflow, store_lock  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 ALIAS_CHALLENGER, ALIAS_CHAMPION = "challenger", "champion"
+BASE_REF_FILE = "domainft_base_ref.json"  # in a registered adapter: its base by content hash and registry URI
 LINEAGE_PATHS = {  # tag suffix -> dvc.lock path
     "raw": "data/raw", "processed": "data/processed", "splits": "data/splits",
     "train_split": "data/splits/train.jsonl", "base": "models/base",
@@ -40,6 +42,10 @@ KEY_METRICS = ["rouge_l", "response_ppl"]
 # Facts the promotion gates read (domainft/promote.py), copied to version tags as ``metric.<key>``.
 GATE_METRICS = ["merge.passed", "split.leakage.total", "eval.judge.pairwise.win_rate"]
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- ]")  # MLflow accepts alphanumerics, _ - . space / (and :)
+
+
+class RegistryError(DomainftError, RuntimeError):
+    """A registered model cannot be resolved (missing base reference, base content changed)."""
 
 
 def metric_key(key: str) -> str:
@@ -184,22 +190,104 @@ def fingerprint(params: Params, lock: dict[str, str]) -> str:
 def register(params: Params) -> dict:
     """Log the pipeline run and register the model version with alias ``challenger``.
 
+    One fingerprint gives one version, also when two registers run at once: on a SQLite store the
+    check and the creation happen under :func:`~domainft.tracking.store_lock`; on any store, a
+    register that finds an older version of its fingerprint next to the one it just created
+    deletes its own version and run and returns the older one.
+
     Returns:
         ``{"model_name", "version", "run_id", "created", "fingerprint"}``; ``created`` is False when
         a version with the same fingerprint already existed (it is re-aliased, not duplicated).
     """
     mlflow = setup_mlflow(params)
+    with store_lock(mlflow.get_tracking_uri()):
+        return _register(mlflow, params)
+
+
+def _ensure_registered_model(client, mlflow, name: str, description: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        try:
+            client.create_registered_model(name, description=description)
+        except mlflow.exceptions.MlflowException:  # created by a concurrent register meanwhile
+            client.get_registered_model(name)
+
+
+def _versions_of(client, name: str, tag: str, value: str) -> list:
+    return sorted(client.search_model_versions(f"name = '{name}' and tag.`{tag}` = '{value}'"),
+                  key=lambda v: int(v.version))
+
+
+def base_digest(folder: str | Path) -> str:
+    """sha256 over the relative paths and sha256 of every file of a model folder (64 hex characters)."""
+    from domainft.hashing import tree_sha256
+
+    return hashlib.sha256(json.dumps(tree_sha256(folder), sort_keys=True).encode()).hexdigest()
+
+
+def register_base(mlflow, params: Params, name: str) -> dict[str, str]:
+    """The base model folder as a version of ``<name>-base``, found by content hash or created.
+
+    Returns:
+        ``{"base_source", "base_revision", "base_sha256", "base_model_uri"}``: the reference a logged
+        adapter carries (``domainft_base_ref.json``), so it loads from any folder or machine with
+        access to the registry (:func:`adapter_base`).
+    """
+    client = mlflow.MlflowClient()
+    base_name = f"{name}-base"
+    digest = base_digest(params.base.out_dir)
+    _ensure_registered_model(client, mlflow, base_name, f"base models of {name}'s adapters")
+    existing = _versions_of(client, base_name, "domainft.base_sha256", digest)
+    if existing:
+        version = existing[0].version
+    else:
+        with mlflow.start_run(run_name=f"base-{digest[:12]}", tags={"domainft.stage": "register-base"}) as run:
+            mlflow.log_artifacts(params.base.out_dir, "model")
+        version = client.create_model_version(base_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                              tags={"domainft.base_sha256": digest,
+                                                    "base.source": params.base.source}).version
+    return {"base_source": params.base.source, "base_revision": params.base.revision, "base_sha256": digest,
+            "base_model_uri": f"models:/{base_name}/{version}"}
+
+
+def adapter_base(adapter_dir: str | Path, dst: str | Path | None = None) -> Path:
+    """Download the base a registered adapter was trained on (``domainft_base_ref.json``) and check it.
+
+    Args:
+        adapter_dir: the adapter folder (downloaded from the registry or not).
+        dst: download folder (default: a temporary one MLflow picks).
+
+    Returns:
+        The local base model folder (``config.json`` inside), with the content hash recorded at
+        registration.
+
+    Raises:
+        RegistryError: no reference file, or the downloaded base has another content hash.
+    """
+    import mlflow
+
+    ref_file = Path(adapter_dir) / BASE_REF_FILE
+    if not ref_file.is_file():
+        raise RegistryError(f"{adapter_dir} has no {BASE_REF_FILE}: not an adapter registered by domainft")
+    ref = json.loads(ref_file.read_text())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref["base_model_uri"],
+                                                     dst_path=str(dst) if dst else None))
+    if base_digest(local) != ref["base_sha256"]:
+        raise RegistryError(f"base {ref['base_model_uri']} downloaded to {local} does not have the content hash "
+                            f"{ref['base_sha256'][:12]}... the adapter was trained on")
+    return local
+
+
+def _register(mlflow, params: Params) -> dict:
     client = mlflow.MlflowClient()
     name = model_name(params)
     lock = dvc_lock_hashes()
     fp = fingerprint(params, lock)
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description=f"domainft fine-tuned model for {params.domain.name}")
-    existing = client.search_model_versions(f"name = '{name}' and tag.`domainft.fingerprint` = '{fp}'")
+    _ensure_registered_model(client, mlflow, name, f"domainft fine-tuned model for {params.domain.name}")
+    existing = _versions_of(client, name, "domainft.fingerprint", fp)
     if existing:
-        mv = max(existing, key=lambda v: int(v.version))
+        mv = existing[0]
         client.set_registered_model_alias(name, ALIAS_CHALLENGER, mv.version)
         return {"model_name": name, "version": int(mv.version), "run_id": mv.run_id,
                 "created": False, "fingerprint": fp}
@@ -207,6 +295,7 @@ def register(params: Params) -> dict:
     metrics = read_stage_metrics(include_bools=True)
     tags = lineage_tags(params, lock)
     which = params.register.log_model
+    base_ref = register_base(mlflow, params, name) if which == "adapter" else None
     with mlflow.start_run(run_name=f"pipeline-{params.domain.name}",
                           tags={"domainft.stage": "register", **tags}) as run:
         _log_params(mlflow, params)
@@ -220,10 +309,12 @@ def register(params: Params) -> dict:
             mlflow.log_artifacts(params.merge.out_dir, "model")
         elif which == "adapter":
             mlflow.log_artifacts(params.train.out_dir, "model")
-            mlflow.log_dict({"base_source": params.base.source, "base_revision": params.base.revision},
-                            "model/domainft_base_ref.json")
+            mlflow.log_dict(base_ref, f"model/{BASE_REF_FILE}")
         source = f"{run.info.artifact_uri}/model"
     version_tags = {"domainft.fingerprint": fp, "domainft.model_kind": which, **tags}
+    if base_ref:
+        version_tags.update({"domainft.base_sha256": base_ref["base_sha256"],
+                             "domainft.base_model_uri": base_ref["base_model_uri"]})
     for key in KEY_METRICS:
         for side in ("base", "tuned", "delta"):
             v = metrics.get(f"eval.{key}.{side}")
@@ -233,6 +324,13 @@ def register(params: Params) -> dict:
         if key in metrics:
             version_tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
     mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
+    first = _versions_of(client, name, "domainft.fingerprint", fp)[0]
+    if int(first.version) < int(mv.version):  # a concurrent register (another store than SQLite) won
+        client.delete_model_version(name, mv.version)
+        client.delete_run(run.info.run_id)
+        client.set_registered_model_alias(name, ALIAS_CHALLENGER, first.version)
+        return {"model_name": name, "version": int(first.version), "run_id": first.run_id,
+                "created": False, "fingerprint": fp}
     client.set_registered_model_alias(name, ALIAS_CHALLENGER, mv.version)
     return {"model_name": name, "version": int(mv.version), "run_id": run.info.run_id,
             "created": True, "fingerprint": fp}

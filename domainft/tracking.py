@@ -6,11 +6,14 @@ the model registry).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 from domainft.config import Params
@@ -37,12 +40,59 @@ def absolute_sqlite_uri(uri: str) -> str:
     return f"{prefix}{os.path.abspath(path)}{sep}{query}"
 
 
+@contextlib.contextmanager
+def store_lock(uri: str, timeout_s: float = 600.0):
+    """Hold an exclusive lock on a local SQLite store (``<db>.lock``, fcntl) for the ``with`` body.
+
+    MLflow creates the schema of a new SQLite store on first use, and two processes doing so at
+    once crashed one of them; two registers of one fingerprint both saw no version and made two.
+    Other stores (a tracking server) are not locked here (see :func:`domainft.registry.register`).
+
+    Raises:
+        TimeoutError: the lock was not acquired in ``timeout_s`` seconds.
+    """
+    prefix = "sqlite:///"
+    path = uri[len(prefix):].partition("?")[0] if uri.startswith(prefix) else ""
+    if not path or path.startswith(":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(path + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock} held by another process for {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def setup_mlflow(params: Params):
-    """Point MLflow at the tracking URI and experiment; returns the ``mlflow`` module."""
+    """Point MLflow at the tracking URI and experiment; returns the ``mlflow`` module.
+
+    A new SQLite store gets its schema under :func:`store_lock`, so concurrent first uses do not crash.
+    """
     import mlflow
 
     user_env = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri(params))
+    uri = tracking_uri(params)
+    with store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        _restore_env(user_env)
+        mlflow.set_experiment(params.register.experiment)
+    return mlflow
+
+
+def _restore_env(user_env: str | None) -> None:
     # MLflow also exports the URI as MLFLOW_TRACKING_URI (for subprocesses). Put back the user's
     # value, so that a later call in this process, from another project folder, still tells the
     # user's override from the URI set here.
@@ -50,8 +100,6 @@ def setup_mlflow(params: Params):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user_env
-    mlflow.set_experiment(params.register.experiment)
-    return mlflow
 
 
 def param_items(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

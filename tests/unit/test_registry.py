@@ -1,6 +1,7 @@
 """Register against a real MLflow sqlite store: versions, alias, no duplicates, long params."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,66 @@ def test_helpers(tmp_path):
     (tmp_path / "register.json").write_text(json.dumps({"version": 3}))
     assert read_stage_metrics(tmp_path) == {"m.x.y": 2.0}
     assert dvc_lock_hashes(tmp_path / "missing.lock") == {}
+
+
+def test_concurrent_registers_on_a_fresh_store_give_one_version(project):
+    """Two `domainft register` at once on a new SQLite store: neither crashes in the schema set-up,
+    and one fingerprint gives one version (the issue saw a crash, and two versions)."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    (project / "params.yaml").write_text("domain: {name: bank}\n")
+    code = ("import sys, time, mlflow, domainft.registry\n"
+            "from pathlib import Path\n"
+            "from domainft.stages import run_stage\n"
+            "print('ready', flush=True)\n"
+            "while not Path('go').exists(): time.sleep(0.01)\n"
+            "print(run_stage('register')['version'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's domainft
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=project, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 3  # all imported: start together
+    (project / "go").write_text("")
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    assert [o.strip().splitlines()[-1] for o, _ in outs] == ["1", "1", "1"]
+    client = mlflow.MlflowClient(f"sqlite:///{project}/mlflow.db")
+    assert [str(v.version) for v in client.search_model_versions("name = 'domainft-bank'")] == ["1"]
+
+
+def test_registered_adapter_records_its_base_by_hash_and_loads_from_any_folder(project, tiny_model_dir, tmp_path_factory,
+                                                                              monkeypatch):
+    import mlflow
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from domainft.registry import adapter_base, base_digest
+
+    os.symlink(tiny_model_dir, project / "models" / "base")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(project / "models" / "adapter")
+    cfg = json.loads((project / "models" / "adapter" / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "models/base"  # relative, as the train stage writes it
+    (project / "models" / "adapter" / "adapter_config.json").write_text(json.dumps(cfg))
+    params = parse_params({"domain": {"name": "bank"}, "register": {"log_model": "adapter"}})
+    first = register(params)
+    uri = f"sqlite:///{project}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    mv = client.get_model_version("domainft-bank", first["version"])
+    assert mv.tags["domainft.base_sha256"] == base_digest(tiny_model_dir)
+    assert mv.tags["domainft.base_model_uri"] == "models:/domainft-bank-base/1"
+    # a second adapter on the same base reuses the base version
+    again = register(parse_params({"domain": {"name": "bank"}, "register": {"log_model": "adapter"},
+                                   "train": {"learning_rate": 1e-4}}))
+    assert again["version"] == 2 and len(client.search_model_versions("name = 'domainft-bank-base'")) == 1
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/domainft-bank/1", dst_path=str(elsewhere / "a"))
+    base = adapter_base(local, elsewhere / "b")
+    assert base.is_relative_to(elsewhere) and (base / "config.json").exists()
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), local)
+    assert sum(p.numel() for n, p in tuned.named_parameters() if "lora_" in n) > 0
