@@ -213,7 +213,8 @@ class TrainParams(_Section):
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_seq_length: int = Field(512, ge=16)
-    overlong: Literal["drop", "trim_prompt"] = "drop"
+    overlong: Literal["drop", "trim_prompt", "trim_source"] = "drop"  # trim_source: cut the longest user turn by tokens (modeling/chat.fit_source)
+    source_cut: Literal["end", "start", "middle"] = "end"  # trim_source: end keeps the source's beginning, start its end, middle both
     loss_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     group_by_length: bool = True
     # Flatten each batch into one padding-free row; position_ids restart per sample and, with

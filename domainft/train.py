@@ -26,7 +26,7 @@ import torch
 from domainft.config import TrainParams
 from domainft.errors import DomainftError
 from domainft.modeling.base import META_FILE, load_model, pick_device, pick_dtype
-from domainft.modeling.chat import CHATML_SPECIAL_TOKENS, TokenizedSample, end_of_turn, tokenize_conversation
+from domainft.modeling.chat import CHATML_SPECIAL_TOKENS, TokenizedSample, end_of_turn, fit_source, tokenize_conversation
 from domainft.quantization import describe_4bit, write_spec
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,15 @@ def _trim_prompt(messages: list[dict]) -> list[dict] | None:
 
 
 def prepare_samples(records: list[dict], tokenizer, max_seq_length: int, overlong: str = "drop",
-                    last_only: bool = False) -> Prepared:
+                    last_only: bool = False, source_cut: str = "end") -> Prepared:
     """Tokenize records with assistant-only labels; drop or prompt-trim overlong ones.
 
     Args:
         records: canonical records (``messages`` ending with an assistant turn).
         max_seq_length: maximum tokens T per sample; never exceeded by right truncation.
-        overlong: ``drop`` or ``trim_prompt`` (drop oldest exchanges, then drop if still too long).
+        overlong: ``drop``, ``trim_prompt`` (drop oldest exchanges, then drop if still too long) or
+            ``trim_source`` (cut the longest user turn by tokens, :func:`~domainft.modeling.chat.fit_source`,
+            at ``source_cut``; the answer and its end-of-turn are never cut).
 
     Returns:
         Prepared samples and a Counter of rejection reasons (``overlong``, ``no_trainable_tokens``).
@@ -95,6 +97,11 @@ def prepare_samples(records: list[dict], tokenizer, max_seq_length: int, overlon
                 break
             trimmed = True
             sample = tokenize_conversation(tokenizer, messages, eot, last_only)
+        if len(sample.input_ids) > max_seq_length and overlong == "trim_source":
+            fitted = fit_source(tokenizer, messages, max_seq_length, source_cut)
+            if fitted is not None:
+                messages, trimmed = fitted[0], True
+                sample = tokenize_conversation(tokenizer, messages, eot, last_only)
         if len(sample.input_ids) > max_seq_length:
             out.rejected["overlong"] += 1
         elif sample.num_trainable == 0:
@@ -410,10 +417,10 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     score_label_positions_only()
     model, tok, quant_spec = _load_for_training(base_dir, params, device)
     last_only = params.loss_on == "last_assistant"
-    train = prepare_samples(read_jsonl(train_path), tok, params.max_seq_length, params.overlong, last_only)
+    train = prepare_samples(read_jsonl(train_path), tok, params.max_seq_length, params.overlong, last_only, params.source_cut)
     if not train.samples:
         raise TrainError(f"no usable training sample in {train_path}: rejected {dict(train.rejected)}")
-    val = prepare_samples(read_jsonl(val_path), tok, params.max_seq_length, params.overlong, last_only) \
+    val = prepare_samples(read_jsonl(val_path), tok, params.max_seq_length, params.overlong, last_only, params.source_cut) \
         if val_path and Path(val_path).exists() else Prepared([])
     val_total = len(val.samples)
     if params.val_max_samples and val_total > params.val_max_samples:  # the file's first N: same every run

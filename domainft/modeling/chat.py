@@ -99,6 +99,63 @@ def fit_system_role(tokenizer, messages: list[dict[str, str]]) -> list[dict[str,
     return ([{"role": "user", "content": system}] if system.strip() else []) + rest
 
 
+SOURCE_CUT_MARKER = "\n[...]\n"  # where text of a trimmed source was removed
+
+
+def fit_source(tokenizer, messages: list[dict[str, str]], max_tokens: int, cut: str = "end"
+               ) -> tuple[list[dict[str, str]], int] | None:
+    """The long-source policy (one place): trim the source, never the answer, to fit ``max_tokens``.
+
+    The source is the longest user turn (a transcript, filing excerpts, a dialogue). Its text is
+    cut at token boundaries (offsets of the tokenizer, so no character is split) and
+    :data:`SOURCE_CUT_MARKER` marks the cut; assistant turns, their end-of-turn tokens and the
+    template markup are untouched. A conversation ending with a user turn is a prompt (evaluation,
+    serving) and is measured with the generation header.
+
+    Args:
+        messages: ``[{"role", "content"}]``.
+        max_tokens: budget T for the rendered conversation (training: ``train.max_seq_length``;
+            a prompt: the context length minus the tokens to generate).
+        cut: ``end`` keeps the source's beginning, ``start`` its end, ``middle`` both ends.
+
+    Returns:
+        ``(messages, tokens removed from the source)``, the same messages and 0 when they fit, or
+        None when they cannot fit even with the source cut to nothing.
+    """
+    gen = messages[-1]["role"] != "assistant"
+
+    def length(msgs):
+        return len(tokenizer(render(tokenizer, msgs, add_generation_prompt=gen), add_special_tokens=False)["input_ids"])
+
+    n = length(messages)
+    if n <= max_tokens:
+        return messages, 0
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        return None
+    src = max(users, key=lambda i: len(messages[i]["content"]))
+    text = messages[src]["content"]
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    excess = n - max_tokens
+    for _ in range(8):  # re-tokenising at the cut can shift the count by a few tokens: measure again
+        keep = len(offsets) - excess
+        if keep <= 0:
+            return None
+        if cut == "end":
+            new = text[:offsets[keep - 1][1]] + SOURCE_CUT_MARKER
+        elif cut == "start":
+            new = SOURCE_CUT_MARKER + text[offsets[len(offsets) - keep][0]:]
+        else:
+            head = keep // 2
+            new = (text[:offsets[head - 1][1]] if head else "") + SOURCE_CUT_MARKER + text[offsets[len(offsets) - (keep - head)][0]:]
+        out = [*messages[:src], {**messages[src], "content": new}, *messages[src + 1:]]
+        m = length(out)
+        if m <= max_tokens:
+            return out, len(offsets) - keep
+        excess += m - max_tokens
+    return None
+
+
 def encode_prompt(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of a prompt ending with the assistant generation header.
 

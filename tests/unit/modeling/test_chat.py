@@ -169,3 +169,47 @@ def test_template_refusal_is_a_chat_template_error_not_a_jinja_traceback(smollm2
     tok.chat_template = MISTRAL_TEMPLATE
     with pytest.raises(ChatTemplateError, match="roles user/user: Conversation roles must alternate"):
         encode_prompt(tok, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+
+@pytest.mark.parametrize("cut", ["end", "start", "middle"])
+def test_long_source_is_trimmed_by_tokens_keeping_the_answer_and_end_of_turn(smollm2_tokenizer, cut):
+    from domainft.modeling.chat import SOURCE_CUT_MARKER, fit_source
+
+    tok = smollm2_tokenizer
+    eot, eot_id = end_of_turn(tok)
+    source = " ".join(f"Revenue in quarter {i} was {i * 7} million dollars." for i in range(60))
+    conv = [CONV[0], {"role": "user", "content": f"{source}\n\nSummarise the call."}, CONV[2]]
+    full = tokenize_conversation(tok, conv, eot)
+    assert len(full.input_ids) > 300
+    fitted, removed = fit_source(tok, conv, 160, cut)
+    s = tokenize_conversation(tok, fitted, eot)
+    assert len(s.input_ids) <= 160 and removed >= len(full.input_ids) - 160
+    assert s.num_trainable == full.num_trainable and [x for x in s.labels if x != IGNORE_INDEX][-1] == eot_id  # answer + eot whole
+    assert fitted[2] == conv[2] and fitted[0] == conv[0]
+    user = fitted[1]["content"]
+    assert SOURCE_CUT_MARKER in user
+    if cut == "end":
+        assert user.startswith("Revenue in quarter 0 ") and not user.endswith("Summarise the call.")
+    elif cut == "start":
+        assert user.endswith("Summarise the call.") and "quarter 0 " not in user
+    else:
+        assert user.startswith("Revenue in quarter 0 ") and user.endswith("Summarise the call.")
+    prompt, _ = fit_source(tok, conv[:2], 100, cut)  # a prompt (evaluation, serving): measured with the header
+    assert len(encode_prompt(tok, prompt)) <= 100
+    assert fit_source(tok, conv, 10, cut) is None  # the answer alone does not fit
+    assert fit_source(tok, conv, 10_000, cut) == (conv, 0)
+
+
+def test_training_trim_source_keeps_long_source_samples_that_drop_loses(smollm2_tokenizer):
+    from domainft.train import prepare_samples
+
+    source = " ".join(f"Line {i}: the patient reports symptom {i}." for i in range(80))
+    recs = [{"messages": [{"role": "user", "content": source}, {"role": "assistant", "content": f"Summary {k}: stable."}]}
+            for k in range(3)]
+    dropped = prepare_samples(recs, smollm2_tokenizer, 128, "drop")
+    kept = prepare_samples(recs, smollm2_tokenizer, 128, "trim_source", source_cut="middle")
+    assert (len(dropped.samples), dropped.rejected["overlong"]) == (0, 3)
+    assert len(kept.samples) == 3 and kept.trimmed == 3 and all(len(s.input_ids) <= 128 for s in kept.samples)
+    eot, _ = end_of_turn(smollm2_tokenizer)
+    answer = len(smollm2_tokenizer("Summary 0: stable.", add_special_tokens=False)["input_ids"]) + 1
+    assert kept.samples[0].num_trainable == answer
