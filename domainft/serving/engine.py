@@ -263,7 +263,13 @@ class Engine:
             for row in rows:
                 self._admit([row.req])
             return
-        self._rows_append(rows, cache, mask)
+        try:
+            self._rows_append(rows, cache, mask)
+        except Exception as err:  # the running batch is left as it was
+            log.exception("joining the running batch failed")
+            self._fail([r.req for r in rows], err)
+            self._finished(len(rows))
+            return
         self._push(rows, logits)
 
     def _prefill(self, reqs: list[GenRequest]):
@@ -295,9 +301,8 @@ class Engine:
             k = torch.cat([F.pad(old.keys, (0, 0, L - T, 0)), F.pad(new.keys, (0, 0, L - P, 0))])
             v = torch.cat([F.pad(old.values, (0, 0, L - T, 0)), F.pad(new.values, (0, 0, L - P, 0))])
             layers.append((k, v))  # (B + b, H, L, D)
-        self._cache = DynamicCache(ddp_cache_data=layers)
-        self._mask = torch.cat([F.pad(self._mask, (L - T, 0)), F.pad(mask, (L - P, 0))])
-        self._rows = self._rows + rows
+        joined = torch.cat([F.pad(self._mask, (L - T, 0)), F.pad(mask, (L - P, 0))])
+        self._cache, self._mask, self._rows = DynamicCache(ddp_cache_data=layers), joined, self._rows + rows
 
     def _decode(self) -> None:
         ids = torch.tensor([[r.last] for r in self._rows])  # (B, 1)
