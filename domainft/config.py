@@ -62,7 +62,7 @@ class PiiParams(_Section):
     """PII redaction with typed placeholders (domainft/data/pii.py)."""
 
     enabled: bool = True
-    types: list[Literal["email", "phone", "cn_id", "card", "ip"]] = ["email", "phone", "cn_id", "card", "ip"]
+    types: list[Literal["email", "phone", "cn_id", "card", "ip", "handle", "address", "person"]] = ["email", "phone", "cn_id", "card", "ip"]  # handle, address, person: domainft/data/names.py
     names: list[str] = []  # user-supplied names/terms replaced by [NAME]
 
 

@@ -14,6 +14,11 @@ Types (``prepare.pii.types``) and their placeholder:
   (c) NANP ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567``; (d) a 7-13 digit number
   (spaces/hyphens allowed) within 60 characters after a phone word (call, phone, tel, mobile, SMS,
   whatsapp, fax, hotline, dial, 电话, 手机, 致电, 热线, 拨打, 联系方式).
+- ``ip`` needs an IP's context: a network word (ip, address, server, host, ping, dns, gateway,
+  proxy, 地址, 服务器...) within 40 characters before it, a ``:port`` or ``/prefix`` after it, or
+  an IPv6 form, so ``EC 3.1.1.11`` (an enzyme number) and section numbers stay.
+- ``handle`` -> ``[HANDLE]``, ``address`` -> ``[ADDRESS]``, ``person`` -> ``[NAME]``: found without
+  a list (:mod:`domainft.data.names`; jieba for Chinese names, a first-name list for English).
 - ``names`` (``prepare.pii.names``) -> ``[NAME]``: whole-word, case-insensitive (CJK: substring).
 
 Digits adjacent to other digits, letters or a decimal point never match, so amounts (``$1,577.00``,
@@ -28,8 +33,9 @@ from collections import Counter
 from datetime import date
 
 PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "cn_id": "[CN_ID]", "card": "[CARD]",
-                "ip": "[IP]", "name": "[NAME]"}
-ORDER = ["email", "cn_id", "card", "ip", "phone"]  # earlier types win on overlapping text
+                "ip": "[IP]", "handle": "[HANDLE]", "address": "[ADDRESS]", "person": "[NAME]", "name": "[NAME]"}
+ORDER = ["email", "cn_id", "card", "ip", "phone", "handle", "address", "person"]  # earlier types win on overlap
+TEXT_TYPES = ("handle", "address", "person")  # found in any text (domainft/data/names.py), not only near digits or @
 
 _B = r"(?<![0-9A-Za-z.])"  # left boundary: not after an ASCII letter/digit or a dot (CJK is fine)
 _E = r"(?![0-9A-Za-z]|\.\d)"  # right boundary
@@ -92,6 +98,19 @@ def _ip_ok(m: re.Match) -> bool:
         return False
 
 
+IP_WORDS = re.compile(r"(?i)\b(?:ip|ipv4|ipv6|address|addr|server|host|hostname|ping|dns|gateway|router|proxy|"
+                      r"subnet|vpn|firewall|connect(?:ed|ing)?|login|logged|from)\b|地址|服务器|网关|登录")
+IP_WINDOW = 40  # characters before an IPv4 searched for a network word
+
+
+def _ip_context(text: str, m: re.Match) -> bool:
+    """An IPv4 counts only with an IP's context: a network word shortly before, or a port / prefix after."""
+    after = text[m.end():m.end() + 1]
+    if after in (":", "/") and text[m.end() + 1:m.end() + 2].isdigit():
+        return True
+    return IP_WORDS.search(text, max(0, m.start() - IP_WINDOW), m.start()) is not None
+
+
 def _digits(s: str) -> int:
     return sum(c.isdigit() for c in s)
 
@@ -116,7 +135,7 @@ class Redactor:
     """Replace PII of the configured types; ``counts`` accumulates matches per type.
 
     Args:
-        types: subset of ``email, phone, cn_id, card, ip``.
+        types: subset of :data:`ORDER` (``email, cn_id, card, ip, phone, handle, address, person``).
         names: literal names/terms replaced by ``[NAME]``.
     """
 
@@ -125,6 +144,7 @@ class Redactor:
         if unknown:
             raise ValueError(f"prepare.pii.types: unknown PII types {sorted(unknown)}; known: {ORDER}")
         self.types = [t for t in ORDER if t in types]
+        self.text_types = any(t in TEXT_TYPES for t in self.types)
         self.counts: Counter = Counter()
         names = sorted({n for n in (names or []) if n.strip()}, key=len, reverse=True)
         self.names = re.compile("|".join(
@@ -138,8 +158,12 @@ class Redactor:
             return [m.span() for m in CN_ID.finditer(text) if cn_id_valid(m.group(0))]
         if kind == "card":
             return [m.span() for m in CARD.finditer(text) if _card_ok(m)]
+        if kind in TEXT_TYPES:
+            from domainft.data import names
+
+            return getattr(names, f"{kind}_spans")(text)
         if kind == "ip":
-            spans = [m.span() for m in IPV4.finditer(text) if _ip_ok(m)] if "." in text else []
+            spans = [m.span() for m in IPV4.finditer(text) if _ip_ok(m) and _ip_context(text, m)] if "." in text else []
             return spans + ([m.span() for m in IPV6.finditer(text) if _ip_ok(m)] if "::" in text or text.count(":") >= 7 else [])
         spans = [m.span() for p in PHONE_PATTERNS for m in p.finditer(text) if _phone_ok(m.group(0))]
         return spans + _context_phone(text)
@@ -147,7 +171,7 @@ class Redactor:
     def redact(self, text: str) -> str:
         """Return ``text`` with PII replaced by typed placeholders (non-overlapping, earlier type wins)."""
         taken: list[tuple[int, int, str]] = []
-        if "@" in text or _DIGIT.search(text):
+        if self.text_types or "@" in text or _DIGIT.search(text):
             for kind in self.types:
                 for s, e in self._spans(text, kind):
                     if all(e <= a or s >= b for a, b, _ in taken):
@@ -178,3 +202,15 @@ class Redactor:
                 out.append({"role": m["role"], "content": text})
                 changed = changed or text != m["content"]
         return out, changed
+
+
+def redact_raw(raw, redactor: "Redactor"):
+    """A raw record (rejects.jsonl) with every string in it redacted like the records' turns:
+    nested lists and objects are walked, keys kept; other values unchanged."""
+    if isinstance(raw, str):
+        return redactor.redact(raw)
+    if isinstance(raw, list):
+        return [redact_raw(v, redactor) for v in raw]
+    if isinstance(raw, dict):
+        return {k: redact_raw(v, redactor) for k, v in raw.items()}
+    return raw

@@ -8,7 +8,9 @@ first one and the output is deterministic.
 Accounting: for every input file ``read == kept + rejected`` (a chat log counts sessions plus
 rows rejected before grouping; ``rows`` gives its physical rows), and every rejected record is
 in rejects.jsonl with file, line, kind (``malformed`` | ``filtered`` | ``duplicate``), reason,
-detail and raw content (for duplicates, the record it duplicates is named in ``detail``).
+detail and raw content (for duplicates, the record it duplicates is named in ``detail``); with
+``prepare.pii.enabled`` the raw content and detail are redacted like the records (every string
+of the raw object), since rejects.jsonl is tracked and pushed like them.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from domainft.data import dedup
 from domainft.data.clean import CleanStats, clean_batch
 from domainft.data.ingest import Chunk, iter_file, iter_source, jsonl_chunks, match_glob
 from domainft.data.mapping import Source, join_globs, load_lookup, match_source
-from domainft.data.pii import Redactor
+from domainft.data.pii import Redactor, redact_raw
 from domainft.data.pool import process_pool
 from domainft.data.records import Record, RecordError, Reject, content_key, loads, with_system
 from domainft.errors import DomainftError
@@ -116,7 +118,8 @@ def prepare(params, system_prompt: str) -> PrepareResult:
         pii_modified += part.pii_modified
     sig, keys = _stack([p.sig for p in parts], [p.keys for p in parts])
     psig, pkeys = _stack([p.psig for p in parts], [p.pkeys for p in parts])
-    keep, pairs, dd = _dedup(records, raws, digests, sig, keys, params.dedup, rejects, files)
+    raw_redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
+    keep, pairs, dd = _dedup(records, raws, digests, sig, keys, params.dedup, rejects, files, raw_redactor)
     records = _cluster([records[i] for i in keep], keep, pairs, psig, pkeys, params.dedup)
     for r in records:
         files[r.source["file"]]["kept"] += 1
@@ -224,10 +227,13 @@ def _read_part(task: _Task, params, system_prompt: str) -> _FilePart:
     fm, stats = part.fm, part.stats
     keys: list[str] = []  # content_key of each row, for the signatures (rows carry its sha256 only)
     redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None
+    raw_redactor = Redactor(params.pii.types, params.pii.names) if params.pii.enabled else None  # its counts unused
 
     def reject(line, kind, reason, detail, raw, schema):
         if kind == "malformed" and params.on_error == "fail":
             raise PrepareError(f"{rel}:{line}: {reason}: {detail}")
+        if raw_redactor is not None:  # rejects.jsonl is tracked and pushed: redacted like the records
+            raw, detail = redact_raw(raw, raw_redactor), raw_redactor.redact(detail)
         part.rejects.append(Reject(rel, line, kind, reason, detail, raw, schema))
         fm["rejected"] += 1
         fm["rejected_by_reason"][reason] += 1
@@ -343,7 +349,7 @@ def pair_threshold(cfg) -> float:
 
 
 def _dedup(records: list[Record], raws: list, digests: list[bytes], sig, keys: np.ndarray | None, cfg,
-           rejects: list[Reject], files) -> tuple[list[int], list, dict]:
+           rejects: list[Reject], files, redactor: Redactor | None = None) -> tuple[list[int], list, dict]:
     """Drop exact then near duplicates (kept = first).
 
     Args:
@@ -357,8 +363,8 @@ def _dedup(records: list[Record], raws: list, digests: list[bytes], sig, keys: n
     """
     def drop(i: int, reason: str, detail: str):
         src = records[i].source
-        rejects.append(Reject(src["file"], src["line"], "duplicate", reason, detail, _unpack_raw(raws[i]),
-                              src["schema"]))
+        raw = _unpack_raw(raws[i]) if redactor is None else redact_raw(_unpack_raw(raws[i]), redactor)
+        rejects.append(Reject(src["file"], src["line"], "duplicate", reason, detail, raw, src["schema"]))
         files[src["file"]]["rejected"] += 1
         files[src["file"]]["rejected_by_reason"][reason] += 1
 

@@ -1,6 +1,8 @@
 """PII redaction: true positives per type and false positives on amounts, dates, statutes."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from domainft.data.pii import Redactor, cn_id_valid, luhn_valid
@@ -64,3 +66,44 @@ def test_system_turn_untouched():
 def test_checksums():
     assert cn_id_valid("11010519491231002X") and not cn_id_valid("110105194913310028")  # month 13
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+
+
+def test_ip_needs_an_ip_context():
+    r = Redactor(["ip"])
+    assert r.redact("The enzyme EC 3.1.1.11 cleaves pectin; see section 1.2.3.4.") == \
+        "The enzyme EC 3.1.1.11 cleaves pectin; see section 1.2.3.4."
+    assert r.redact("Your router's IP address is 192.168.0.1 now") == "Your router's IP address is [IP] now"
+    assert r.redact("connect to 10.0.0.7:8080 or 10.1.0.0/16") == "connect to [IP]:8080 or [IP]/16"
+    assert r.redact("服务器地址是 8.8.8.8") == "服务器地址是 [IP]"
+
+
+def test_person_names_handles_and_addresses_without_a_list():
+    r = Redactor(["person", "handle", "address"])
+    out = r.redact("患者张伟，男，45岁，由李明医生接诊，住在建国路88号。")
+    assert out == "患者[NAME]，男，45岁，由[NAME]医生接诊，住在[ADDRESS]。"
+    assert r.redact("Patient Sarah Johnson was seen by Dr. Okafor at 221 Baker Street.") == \
+        "Patient [NAME] was seen by [NAME] at [ADDRESS]."
+    assert r.redact("@sprintcare @115712 I am at Kangle Middle Road, help @中国联通客服") == \
+        "[HANDLE] [HANDLE] I am at [ADDRESS], help [HANDLE]"
+    same = "May I ask about the Customer Service hours? Thank you. mail me at a@b.co"  # no name here
+    assert r.redact(same) == same
+    assert r.counts == {"person": 4, "address": 3, "handle": 3}
+
+
+def test_rejects_are_redacted_like_records(tmp_path):
+    from domainft.config import parse_params
+    from domainft.data.prepare import prepare
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = ["question,answer", '"Call Jane Roe on +44 20 7946 0958 about my card","ok"',  # answer too short
+            '"My email is jane.roe@example.org, what now?","Please call our hotline so that we can verify it."',
+            '"My email is jane.roe@example.org, what now?","Please call our hotline so that we can verify it."']
+    (raw / "faq.csv").write_text("\n".join(rows) + "\n")
+    p = parse_params({"prepare": {"raw_dir": str(raw), "pii": {"types": ["email", "phone", "person"], "names": ["Roe"]}}})
+    res = prepare(p.prepare, "SYS")
+    assert [r.reason for r in res.rejects] == ["length", "exact_duplicate"]
+    text = json.dumps([r.raw for r in res.rejects])
+    assert "jane.roe" not in text and "7946" not in text and "Jane" not in text
+    assert res.rejects[0].raw["question"] == "Call [NAME] on [PHONE] about my card"
+    assert res.metrics["pii"] == {"email": 2}  # the records' counts (redacted before dedup), not the rejects'
