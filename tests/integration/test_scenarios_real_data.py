@@ -137,3 +137,48 @@ def test_legal_lawbench_zh_with_names(real_data_dir, tmp_path, bare_model_dir):
     assert "上海" not in text and "[NAME]" in text and "法律依据" in text  # full-width Chinese kept
     assert em["language"] == "zh"  # character-level ROUGE-L / chrF
     check_chatml_everywhere(proj)
+
+
+# ----------------------------------------------------------------------------- presets x their shared files
+PRESET_FILES = {  # scenario -> (files, {file: (read, schema)}): every file of the original design's four tasks
+    "customer-service": (["bank_faq.csv", "stc3_train_zh.json", "stc3_train_en.json", "twcs_head.csv"],
+                         {"stc3_train_zh.json": (2575, "mapped"), "twcs_head.csv": (2581, "mapped"), "bank_faq.csv": (1499, "qa")}),
+    "finance": (["financebench.jsonl", "ectsum_val.jsonl", "tatqa_dev.json"],
+                {"financebench.jsonl": (150, "mapped"), "ectsum_val.jsonl": (200, "mapped"), "tatqa_dev.json": (1668, "mapped")}),
+    "medical": (["acibench_train.csv", "acibench_valid.csv", "mtsdialog_train.csv", "mtsdialog_valid.csv"],
+                {"acibench_train.csv": (67, "mapped"), "mtsdialog_train.csv": (1201, "mapped")}),
+    "legal-review": (["cuad_clauses_dev.csv", "cuad_category_descriptions.csv", "claudette_tos_dev.jsonl"],
+                     {"cuad_clauses_dev.csv": (16400, "mapped"), "claudette_tos_dev.jsonl": (14412, "mapped")}),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(PRESET_FILES))
+def test_preset_maps_its_shared_files_with_no_edits(scenario, real_data_dir, tmp_path, monkeypatch):
+    """prepare + split with the preset as `domainft init` writes it: read = kept + rejected per file,
+    no group (thread, company, encounter, contract) in two splits, fractions within tolerance."""
+    from domainft.scenarios import scenario_params
+    from domainft.stages import prepare as prepare_stage
+    from domainft.stages import split as split_stage
+
+    files, facts = PRESET_FILES[scenario]
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    for f in files:
+        (raw / f).symlink_to(real_data_dir / f)  # never copied
+    params = scenario_params(scenario)
+    monkeypatch.chdir(tmp_path)
+    pm, sm = prepare_stage.run(params), split_stage.run(params)
+    lookups = {"cuad_category_descriptions.csv"}
+    assert sorted(pm["files"]) == sorted(f"data/raw/{f}" for f in files if f not in lookups)
+    for name, fm in pm["files"].items():
+        assert fm["read"] == fm["kept"] + fm["rejected"] and fm["kept"] > 0, name
+    for f, (read, schema) in facts.items():
+        fm = pm["files"][f"data/raw/{f}"]
+        assert (fm["read"], fm["schema"]) == (read, schema), f
+    assert pm["totals"]["accounted"]
+    assert sm["leakage"]["groups"] == 0 and sm["leakage"]["clusters"] == 0 and sm["leakage"]["exact_conversations"] == 0
+    assert sm["within_tolerance"], sm["fractions"]
+    splits = {s: read_jsonl(tmp_path / f"data/splits/{s}.jsonl") for s in ("train", "val", "test")}
+    groups = {s: {r["group"] for r in rows if r["group"] is not None} for s, rows in splits.items()}
+    assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
+    assert all(len(rows) > 0 for rows in splits.values())
