@@ -229,6 +229,15 @@ class TrainParams(_Section):
     train_template_tokens: bool = True
     save_steps: int = Field(50, ge=1)
     val_max_samples: int = Field(256, ge=0)  # the post-training validation pass reads at most this many (0 = all)
+    # Validation loss every N optimizer steps on the same capped sample (0 = only the pass after training)
+    eval_steps: int = Field(0, ge=0)
+    # Stop after this many validations without an improvement over min_delta, restoring the best
+    # checkpoint (0 = off; needs eval_steps). Checkpoints are then saved at every validation.
+    early_stopping_patience: int = Field(0, ge=0)
+    early_stopping_min_delta: float = Field(0.0, ge=0)
+    # Refuse to start when the estimated peak memory (domainft/memory.py) exceeds this fraction of
+    # the free CPU RAM (GPU memory on CUDA); 0 = no check
+    memory_fraction: float = Field(0.9, ge=0)
     logging_steps: int = Field(1, ge=1)
     out_dir: str = "models/adapter"
     checkpoint_dir: str = "models/checkpoints"

@@ -186,7 +186,7 @@ def _load_for_training(base_dir: str, params: TrainParams, device: str):
     return model, tok, None
 
 
-LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]
+LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]  # + val_loss with train.eval_steps
 
 
 class _LossLog:
@@ -208,6 +208,10 @@ class _LossLog:
                 outer.t0, outer.tokens0 = time.time(), state.num_input_tokens_seen
 
             def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "eval_loss" in logs and outer.mlflow_run and state.is_world_process_zero:
+                    import mlflow
+
+                    mlflow.log_metric("val_loss", float(logs["eval_loss"]), step=state.global_step)
                 if not logs or "loss" not in logs:
                     return
                 secs = max(time.time() - outer.t0, 1e-9)
@@ -233,20 +237,28 @@ class _LossLog:
 
     @staticmethod
     def rows(state) -> list[dict]:
-        """One row per logged training step, from the Trainer's (restored) log history."""
-        return [_row(e) for e in state.log_history if "loss" in e and "step" in e]
+        """One row per logged training step, from the Trainer's (restored) log history; ``val_loss``
+        is the periodic validation loss at that step (a column only with ``train.eval_steps``)."""
+        val = val_curve(state)
+        return [_row(e) | ({"val_loss": val.get(e["step"])} if val else {})
+                for e in state.log_history if "loss" in e and "step" in e]
 
     def write(self, state) -> None:
         from domainft.atomic import atomic_file
 
         with atomic_file(self.csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOSS_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=LOSS_COLUMNS + (["val_loss"] if val_curve(state) else []))
             w.writeheader()
             w.writerows(self.rows(state))
 
 
 def _row(entry: dict) -> dict:
     return {k: entry.get(k) for k in LOSS_COLUMNS}
+
+
+def val_curve(state) -> dict[int, float]:
+    """{optimizer step: validation loss} of the periodic validations in the Trainer's log history."""
+    return {int(e["step"]): float(e["eval_loss"]) for e in state.log_history if "eval_loss" in e and "step" in e}
 
 
 def mean_train_loss(rows: list[dict]) -> float | None:
@@ -381,6 +393,51 @@ def score_label_positions_only() -> None:
     trl_utils._use_triton = compact
 
 
+def validation_args(params: TrainParams, has_val: bool) -> dict:
+    """Trainer arguments for periodic validation and early stopping.
+
+    ``train.eval_steps`` N > 0 (and a val sample): validation loss every N optimizer steps.
+    ``train.early_stopping_patience`` > 0: checkpoints at every validation, and the checkpoint of
+    the lowest validation loss is loaded back when training stops (transformers'
+    ``load_best_model_at_end``; with ``save_total_limit`` it is never deleted).
+    """
+    if not (params.eval_steps and has_val):
+        return {"eval_strategy": "no", "save_steps": params.save_steps}
+    args = {"eval_strategy": "steps", "eval_steps": params.eval_steps, "save_steps": params.save_steps}
+    if params.early_stopping_patience:
+        args |= {"save_steps": params.eval_steps, "load_best_model_at_end": True,
+                 "metric_for_best_model": "eval_loss", "greater_is_better": False}
+    return args
+
+
+def check_memory(model, params: TrainParams, device: str, dtype, grad_ckpt: bool, seq_len: int,
+                 available: tuple[int, str] | None = None) -> None:
+    """Estimate a training step's peak memory and refuse a configuration that will not fit.
+
+    Args:
+        model: the model as loaded for training (before peft wraps it).
+        seq_len: longest training sample in tokens (T).
+        available: (bytes, description); default: what :func:`domainft.memory.available_memory` reads.
+
+    Raises:
+        TrainMemoryError: the estimate exceeds ``train.memory_fraction`` of the available memory,
+            naming the setting to change.
+    """
+    from domainft.memory import available_memory, check_fits, estimate_train_memory
+
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n = sum(p.numel() for p in model.parameters())
+    per_param = 0.55 if params.load_in_4bit else torch.finfo(dtype).bits / 8
+    lora_modules = len(params.lora.target_modules) * cfg.num_hidden_layers
+    trainable = lora_modules * params.lora.r * 2 * cfg.hidden_size  # r x (d_in + d_out), d ~ hidden
+    est = estimate_train_memory(n, trainable, per_param, params.batch_size, min(seq_len, params.max_seq_length),
+                                cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, grad_ckpt)
+    free, what = available or available_memory(device)
+    log.info("train: estimated peak memory %.2f GiB of %.2f GiB %s free", est.total / 2**30, free / 2**30, what)
+    check_fits(est, free, what, params.memory_fraction, params.batch_size, seq_len)
+
+
 def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: TrainParams,
                   seed: int = 42, plots_csv: str = "metrics/plots/train_loss.csv",
                   mlflow_run: bool = False, callbacks: list | None = None) -> dict:
@@ -432,6 +489,10 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     grad_ckpt = choose_gradient_checkpointing(params.gradient_checkpointing, device,
                                               sum(p.numel() for p in model.parameters()))
     dtype = pick_dtype(params.precision, device)
+    if params.memory_fraction > 0:
+        check_memory(model, params, device, dtype, grad_ckpt, max(len(s.input_ids) for s in train.samples))
+    if params.early_stopping_patience and not (params.eval_steps and val.samples):
+        raise TrainError("train.early_stopping_patience needs train.eval_steps > 0 and a non-empty val split")
     ckpt_dir = Path(params.checkpoint_dir)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     fp = train_fingerprint(base_dir, train_path, val_path, params, seed, world_size)
@@ -444,8 +505,8 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         num_train_epochs=params.epochs, max_steps=params.max_steps, learning_rate=params.learning_rate,
         lr_scheduler_type=params.lr_scheduler, warmup_steps=params.warmup_ratio,
         weight_decay=params.weight_decay, logging_steps=params.logging_steps,
-        save_strategy="steps", save_steps=params.save_steps, save_total_limit=2,
-        eval_strategy="no", report_to="none", seed=seed, data_seed=seed,
+        save_strategy="steps", save_total_limit=2, report_to="none", seed=seed, data_seed=seed,
+        **validation_args(params, bool(val.samples)),
         gradient_checkpointing=grad_ckpt, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         use_cpu=device == "cpu", dataloader_num_workers=0, max_length=None,
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
@@ -462,6 +523,10 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
                          processing_class=tok, peft_config=lora)
     losslog = _LossLog(Path(plots_csv), mlflow_run, fp)
     trainer.add_callback(losslog.callback)
+    if params.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
     for cb in callbacks or []:
         trainer.add_callback(cb)
     t0 = time.time()
@@ -476,7 +541,9 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     if val.samples:
         log.info("validation pass: %d of %d val samples (train.val_max_samples: %d)", len(val.samples),
                  val_total, params.val_max_samples)
-    val_loss = trainer.evaluate()["eval_loss"] if val.samples else None
+    val_loss = trainer.evaluate()["eval_loss"] if val.samples else None  # the restored best model's, when early stopping
+    curve = val_curve(trainer.state)
+    best_step = min(curve, key=lambda k: (curve[k], k)) if curve else None
 
     if trainer.is_world_process_zero():  # one writer under `accelerate launch` (DDP/FSDP)
         out = Path(params.out_dir)
@@ -502,6 +569,10 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         "train_loss": mean_train_loss(rows) if rows else float(result.training_loss),
         "final_step_loss": rows[-1]["loss"] if rows else None,
         "val_loss": val_loss, "val_ppl": math.exp(val_loss) if val_loss is not None else None,
+        "val_evaluations": len(curve), "best_step": best_step,
+        "best_val_loss": curve[best_step] if curve else None,
+        "stopped_early": bool(params.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps,
+        "restored_best_step": best_step if params.early_stopping_patience else None,
         "runtime_s": round(secs, 2), "real_tokens": int(tokens),
         "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
         "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
