@@ -9,6 +9,7 @@ a stage" is.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -29,7 +30,14 @@ def _module_file(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-def _imports(file: Path, module: str) -> set[str]:
+def _imports(file: Path, module: str) -> frozenset[str]:
+    """:func:`_parsed_imports`, reused while the file's size and mtime are unchanged."""
+    st = file.stat()
+    return _parsed_imports(file, module, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_imports(file: Path, module: str, size: int, mtime_ns: int) -> frozenset[str]:
     """Absolute names of the ``domainft`` modules (or module attributes) ``file`` imports, anywhere in it.
 
     ``from domainft.x import y`` yields ``domainft.x`` and ``domainft.x.y`` (kept only when a file).
@@ -53,7 +61,7 @@ def _imports(file: Path, module: str) -> set[str]:
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 names.add(node.args[0].value)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
 def code_modules(module: str, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
