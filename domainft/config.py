@@ -299,6 +299,25 @@ class CollapseParams(_Section):
     min_samples: int = Field(5, ge=1)  # fewer evaluated samples: figures reported, nothing flagged
 
 
+class RetentionParams(_Section):
+    """General held-out set scored for base and tuned (domainft/evaluation/retention.py)."""
+
+    path: str = ""  # alpaca JSON/JSONL or canonical JSONL outside the repo, e.g. ../shared/real-data/alpaca_5000.json; "" = off
+    max_samples: int = Field(64, ge=0)  # seeded sample of the file (0 = all)
+
+
+DECLINE_PATTERNS = [r"\bI can only (help|assist|answer)", r"\b(outside|beyond) (of )?(my|the) (scope|remit|area)",
+                    r"\b(can(no|')t|am not able to|unable to) (help|assist|answer) (with )?(that|this)",
+                    r"\bnot (something|a question) I can", r"\bplease (contact|ask|consult)"]
+
+
+class RemitParams(_Section):
+    """Off-domain probe prompts the tuned model should decline or redirect (domainft/evaluation/retention.py)."""
+
+    prompts: list[str] = []  # [] = off
+    decline_patterns: list[str] = DECLINE_PATTERNS  # an answer matching any (case-insensitive regex) declines
+
+
 class EvaluateParams(_Section):
     max_samples: int = Field(0, ge=0)  # 0 = whole test split
     max_new_tokens: int = Field(96, ge=1)
@@ -318,6 +337,8 @@ class EvaluateParams(_Section):
     task: TaskParams = TaskParams()
     collapse: CollapseParams = CollapseParams()
     judge: JudgeParams = JudgeParams()
+    retention: RetentionParams = RetentionParams()
+    remit: RemitParams = RemitParams()
 
 
 # ----------------------------------------------------------------------------- register
@@ -337,6 +358,12 @@ class PromoteParams(_Section):
     min_judge_win_rate: float | None = None  # set: the judge must have run and reached it
     require_merge_fidelity: bool = True
     require_no_leakage: bool = True  # split leakage 0 and no overlap of the evaluated set with train/val
+    # general held-out set (evaluate.retention): tuned response perplexity <= base x (1 + this); null = off
+    max_general_ppl_increase: float | None = Field(None, ge=0)
+    # general held-out set: ROUGE-L of tuned >= base - this; null = off
+    max_general_metric_drop: float | None = Field(None, ge=0)
+    # off-domain probes (evaluate.remit): share declined/redirected by tuned >= this; null = off
+    min_remit_rate: float | None = Field(None, ge=0, le=1)
 
 
 class VllmExportParams(_Section):

@@ -75,7 +75,7 @@ STAGES: tuple[Stage, ...] = (
           plots=(("metrics/plots/train_loss.csv", {"x": "step", "y": "loss"}),)),
     Stage("merge", params=("merge",), deps=("models/base", "models/adapter", "data/splits/val.jsonl"),
           outs=("models/merged",), metrics=("metrics/merge.json",)),
-    Stage("evaluate", params=("domain.seed", "base.out_dir", "merge.out_dir", "evaluate", "prepare.dedup.threshold",
+    Stage("evaluate", params=("domain.seed", "domain.system_prompt", "base.out_dir", "merge.out_dir", "evaluate", "prepare.dedup.threshold",
                               "prepare.dedup.ngram"),
           deps=("models/base", "models/merged", "data/splits/test.jsonl", "data/splits/train.jsonl",
                 "data/splits/val.jsonl"),

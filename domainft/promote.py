@@ -27,6 +27,9 @@ merge_fidelity         ``merge.passed`` (1.0 / 0.0)            == 1 (when ``requ
 no_leakage             ``split.leakage.total``,                both == 0 (when ``require_no_leakage``):
                        ``eval.overlap.total``                  no split leakage, no evaluated row that
                                                                overlaps train/val
+general_ppl            ``eval.retention.response_ppl.ratio``   <= 1 + ``max_general_ppl_increase``
+general_metric         ``eval.retention.rouge_l.delta``        >= -``max_general_metric_drop``
+remit                  ``eval.remit.rate.tuned``               >= ``min_remit_rate``
 =====================  ======================================  =========================================
 
 A required metric that is missing fails its gate (a version cannot prove it passed). ``--force``
@@ -116,8 +119,9 @@ def evaluate_gates(challenger: dict[str, float], champion: dict[str, float] | No
 
     Returns:
         One :class:`Gate` per gate, in the order beats_base, beats_baselines, no_collapse,
-        champion, judge_win_rate, merge_fidelity, no_leakage. A gate that is on and whose metric
-        is missing fails, naming the metric.
+        champion, judge_win_rate, merge_fidelity, no_leakage, then those of
+        :func:`retention_gates` that apply. A gate that is on and whose metric is missing fails,
+        naming the metric.
     """
     out = []
     get = challenger.get
@@ -170,6 +174,46 @@ def evaluate_gates(challenger: dict[str, float], champion: dict[str, float] | No
     need("no_leakage", (LEAK_KEY, OVERLAP_KEY), gates.require_no_leakage, "require_no_leakage",
          f"{LEAK_KEY} == 0 and {OVERLAP_KEY} == 0",
          lambda leak, ov: (leak == 0 and ov == 0, f"split leakage {leak:g}, evaluated rows in train/val {ov:g}"))
+    out += retention_gates(challenger, gates)
+    return out
+
+
+RET_PPL_KEYS = ("eval.retention.response_ppl.ratio", "eval.retention.response_ppl.base", "eval.retention.response_ppl.tuned")
+RET_METRIC_KEYS = ("eval.retention.rouge_l.delta", "eval.retention.rouge_l.base", "eval.retention.rouge_l.tuned")
+REMIT_KEYS = ("eval.remit.rate.tuned", "eval.remit.rate.base")
+
+
+def retention_gates(challenger: dict[str, float], gates: PromoteParams) -> list[Gate]:
+    """general_ppl, general_metric and remit gates (evaluate.retention / evaluate.remit figures).
+
+    A gate is listed when its param is set (then a missing figure fails it) or when the challenger
+    has its figures (shown as ``off``); otherwise it is left out.
+
+    * general_ppl: ``eval.retention.response_ppl.ratio`` (tuned / base perplexity of the general
+      set's reference answers) <= 1 + ``max_general_ppl_increase``;
+    * general_metric: ``eval.retention.rouge_l.delta`` (tuned - base) >= -``max_general_metric_drop``;
+    * remit: ``eval.remit.rate.tuned`` (share of off-domain probes declined) >= ``min_remit_rate``.
+    """
+    get, out = challenger.get, []
+    specs = (
+        ("general_ppl", RET_PPL_KEYS, "max_general_ppl_increase", lambda lim: f"ppl ratio <= {1 + lim:.4g}",
+         lambda lim, r, b, t: (r <= 1 + lim, f"response ppl {b:.4g} -> {t:.4g} (x{r:.3f})")),
+        ("general_metric", RET_METRIC_KEYS, "max_general_metric_drop", lambda lim: f"ROUGE-L delta >= {-lim:+.4g}",
+         lambda lim, d, b, t: (d >= -lim, f"ROUGE-L {b:.4g} -> {t:.4g} ({d:+.4g})")),
+        ("remit", REMIT_KEYS, "min_remit_rate", lambda lim: f"declined share >= {lim:.4g}",
+         lambda lim, t, b: (t >= lim, f"off-domain probes declined: base {b:.4g}, tuned {t:.4g}")),
+    )
+    for name, keys, param, threshold, test in specs:
+        lim, values = getattr(gates, param), [get(k) for k in keys]
+        if lim is None:
+            if values[0] is not None:
+                out.append(Gate(name, values[0], f"off (promote.{param}: null)", "off"))
+        elif any(v is None for v in values):
+            lacking = ", ".join(k for k, v in zip(keys, values) if v is None)
+            out.append(Gate(name, values[0], threshold(lim), "fail", f"challenger lacks {lacking}"))
+        else:
+            ok, detail = test(lim, *values)
+            out.append(Gate(name, values[0], threshold(lim), "pass" if ok else "fail", detail))
     return out
 
 

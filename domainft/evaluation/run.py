@@ -271,7 +271,8 @@ def judge_primary(metrics: dict, rows: list[dict], bootstrap_samples: int, seed:
 
 
 def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path, params, seed: int = 42,
-             out_dir: str | Path = "metrics", dedup_threshold: float = 0.8, dedup_ngram: int = 5) -> dict:
+             out_dir: str | Path = "metrics", dedup_threshold: float = 0.8, dedup_ngram: int = 5,
+             system_prompt: str | None = None) -> dict:
     """Run the whole evaluation and write predictions, plots and the HTML report.
 
     Args:
@@ -281,6 +282,9 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
         seed: seeds sampling (when on) and the bootstrap.
         out_dir: where predictions.jsonl, plots/ and report.html go.
         dedup_threshold, dedup_ngram: ``prepare.dedup`` settings of the overlap check.
+        system_prompt: ``domain.system_prompt``, given with the remit probes (``evaluate.remit``).
+            With ``evaluate.retention.path`` or ``evaluate.remit.prompts`` set, ``retention.*`` and
+            ``remit.*`` figures are added and their answers written to ``retention.jsonl``.
 
     Returns:
         The flat metrics dict for ``metrics/eval.json``.
@@ -320,6 +324,13 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
         add_primary(judge_primary(metrics, rows, params.bootstrap_samples, seed))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if params.retention.path or params.remit.prompts:  # general ability and remit (evaluation/retention.py)
+        from domainft.evaluation.retention import evaluate_retention
+
+        ret_metrics, ret_rows = evaluate_retention(base_dir, tuned_dir, params, seed, system_prompt)
+        metrics.update(ret_metrics)
+        with open(out / "retention.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in ret_rows)
     with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -24,7 +24,8 @@ def run(params: Params) -> dict:
     ev = params.evaluate
     metrics = evaluate(params.base.out_dir, params.merge.out_dir, ev.test_path, ev,
                        seed=params.domain.seed, out_dir=ev.out_dir,
-                       dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram)
+                       dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
+                       system_prompt=params.domain.system_prompt)
     write_metrics("eval", metrics)
     name = metrics["primary.name"]
     if "primary.tuned" in metrics:
