@@ -349,6 +349,25 @@ class RegisterParams(_Section):
     log_model: Literal["merged", "adapter", "none"] = "merged"
 
 
+# ----------------------------------------------------------------------------- preference
+class PreferenceParams(_Section):
+    """DPO on the merged SFT model from human and judge verdicts (domainft/preference.py); off by default."""
+
+    enabled: bool = False
+    review_path: str = "metrics/review.json"  # human.verdicts (domainft review import); missing = none
+    use_judge: bool = True  # judge pairwise verdicts where both orders agree
+    reference_pairs: bool = False  # also reference (chosen) vs tuned answer (rejected)
+    min_pairs: int = Field(1, ge=1)  # fewer pairs: the stage fails naming the count
+    beta: float = Field(0.1, gt=0)  # DPO temperature (Rafailov et al. 2023)
+    learning_rate: float = Field(5e-5, gt=0)
+    max_steps: int = Field(20, ge=1)
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(512, ge=16)  # prompt + answer tokens
+    lora: LoraParams = LoraParams()
+    out_dir: str = "models/dpo_adapter"
+    merged_dir: str = "models/dpo_merged"
+
+
 class PromoteParams(_Section):
     """Gates of ``domainft promote`` (domainft/promote.py), all on the primary task metric."""
 
@@ -414,6 +433,7 @@ class Params(_Section):
     merge: MergeParams = MergeParams()
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
+    preference: PreferenceParams = PreferenceParams()
     promote: PromoteParams = PromoteParams()
     serve: ServeParams = ServeParams()
 

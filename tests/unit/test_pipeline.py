@@ -26,7 +26,7 @@ def test_committed_dvc_yamls_are_the_rendering_of_the_stage_table():
 def test_every_stage_runs_as_python_m_domainft_stages_and_no_shim_is_left():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert list(stages) == list(STAGE_NAMES) == ["fingerprint", "prepare", "split", "base", "train", "merge",
-                                                 "evaluate", "register"]
+                                                 "evaluate", "preference", "register"]
     for name, st in stages.items():
         assert st["cmd"] == f"python -m domainft.stages {name}"
     assert not (ROOT / "stages").exists()
