@@ -68,6 +68,13 @@ def server(tmp_path):
         log.close()
 
 
+def _eval(rouge: float) -> dict:
+    """eval.json of a text task whose primary metric (ROUGE-L) beat the base and the baselines."""
+    return {"rouge_l.base": 0.1, "rouge_l.tuned": rouge, "rouge_l.delta": rouge - 0.1, "primary.name": "rouge_l",
+            "primary.base": 0.1, "primary.tuned": rouge, "primary.delta": rouge - 0.1, "primary.delta_ci_low": 0.05,
+            "primary.baseline": 0.05, "flags.tuned.any": 0, "overlap.total": 0}
+
+
 @pytest.fixture()
 def project(tmp_path, tiny_model_dir, monkeypatch, server):
     url, _ = server
@@ -75,8 +82,7 @@ def project(tmp_path, tiny_model_dir, monkeypatch, server):
     (proj / "metrics").mkdir(parents=True)
     (proj / "models").mkdir()
     os.symlink(tiny_model_dir, proj / "models" / "merged")
-    (proj / "metrics" / "eval.json").write_text(json.dumps({"rouge_l.base": 0.1, "rouge_l.tuned": 0.3,
-                                                            "rouge_l.delta": 0.2}))
+    (proj / "metrics" / "eval.json").write_text(json.dumps(_eval(0.3)))
     (proj / "metrics" / "merge.json").write_text(json.dumps({"max_abs_logit_diff": 1e-6, "passed": True}))
     (proj / "metrics" / "split.json").write_text(json.dumps({"leakage": {"total": 0}}))
     (proj / "params.yaml").write_text("domain:\n  name: remote\n")
@@ -120,10 +126,10 @@ def test_register_promote_and_download_through_server(project, server, tiny_mode
 
     # an unchanged rerun reuses the version; a worse one is refused through the server too
     assert register(load_params("params.yaml"))["created"] is False
-    (project / "metrics" / "eval.json").write_text(json.dumps({"rouge_l.tuned": 0.2}))
+    (project / "metrics" / "eval.json").write_text(json.dumps(_eval(0.2)))
     (project / "params.yaml").write_text("domain:\n  name: remote\ntrain:\n  learning_rate: 1.0e-4\n")
     assert register(load_params("params.yaml"))["version"] == 2
     out = CliRunner().invoke(cli, ["promote"])
-    assert out.exit_code == 1 and "fails gate(s) rouge_l" in out.output, out.output
+    assert out.exit_code == 1 and "fails gate(s) champion" in out.output, out.output
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 2

@@ -62,7 +62,10 @@ def test_push_pull_repro_and_shared_registry(tmp_path, tiny_model_dir):
     git(a, "commit", "-qm", "init")
     run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], a, env)  # as docs/remote.md
     assert _ran(run(["dvc", "repro"], a, env)) == {"base", *DATA_STAGES}
-    run(["domainft", "promote"], a, env)
+    # a random tiny model cannot beat its base: promotion is refused, and forced with a reason
+    refused = subprocess.run(["domainft", "promote"], cwd=a, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "refused: v1 fails gate(s) beats_base" in refused.stdout, refused.stdout
+    run(["domainft", "promote", "--force", "--reason", "two-clone lineage test on a random tiny model"], a, env)
     git(a, "add", "-A")
     git(a, "commit", "-qm", "pipeline run 1")
     run(["dvc", "push", "--run-cache"], a, env)

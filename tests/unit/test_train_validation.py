@@ -18,9 +18,10 @@ def test_validation_pass_reads_at_most_val_max_samples(tiny_model_dir, tmp_path,
     caplog.set_level(logging.INFO)
     params = TrainParams(max_steps=1, batch_size=4, val_max_samples=5, out_dir=str(tmp_path / "adapter"),
                          checkpoint_dir=str(tmp_path / "ckpt"), save_steps=10)
-    m = train_adapter(str(tiny_model_dir), train, val, params)
+    m = train_adapter(str(tiny_model_dir), train, val, params, plots_csv=str(tmp_path / "loss.csv"))
     assert m["val_samples"] == 5 and m["val_samples_total"] == 30 and m["val_loss"] > 0
     assert "validation pass: 5 of 30 val samples (train.val_max_samples: 5)" in caplog.text
-    full = train_adapter(str(tiny_model_dir), train, val, params.model_copy(update={
-        "val_max_samples": 0, "out_dir": str(tmp_path / "adapter2"), "checkpoint_dir": str(tmp_path / "ckpt2")}))
+    full_params = params.model_copy(update={"val_max_samples": 0, "out_dir": str(tmp_path / "adapter2"),
+                                            "checkpoint_dir": str(tmp_path / "ckpt2")})
+    full = train_adapter(str(tiny_model_dir), train, val, full_params, plots_csv=str(tmp_path / "loss2.csv"))
     assert full["val_samples"] == 30 and full["val_loss"] != m["val_loss"]
