@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-all data clean-outputs
+.PHONY: install demo test test-all data clean-outputs browser
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,3 +33,7 @@ test-all: install
 
 data:
 	$(PY) scripts/make_demo_data.py
+
+# Debian's headless browser for tests/unit/evaluation/test_review_browser.py (skipped without it); needs root
+browser:
+	apt-get install -y chromium chromium-driver

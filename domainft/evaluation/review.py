@@ -113,8 +113,18 @@ def _read_ratings(path: Path) -> list[dict]:
         return out
 
 
-def import_review(ratings: list[str | Path], key_path: str | Path, predictions: str | Path) -> dict:
-    """Turn rating CSVs into ``human.*`` metrics (see the module docstring).
+def import_review(ratings: list[str | Path], key_path: str | Path, predictions: str | Path,
+                  db: str | Path | None = None) -> dict:
+    """Turn rating CSVs and/or the browser review's verdict store into ``human.*`` metrics.
+
+    Args:
+        ratings: rating CSVs (columns item, preference[, rater, comment]).
+        db: SQLite verdict store of ``domainft review serve`` (domainft/evaluation/review_app.py);
+            one verdict per (rater, item), the last one given.
+
+    Returns:
+        ``human.*`` figures (see the module docstring) and ``human.verdicts``: prediction id ->
+        majority verdict (base, tuned or tie) of the items that are not stale.
 
     Raises:
         ReviewError: bad preference value, unknown item, missing column.
@@ -123,8 +133,13 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
     preds = {r["id"]: r for r in _read_predictions(predictions)}
     votes: dict[str, dict[str, str]] = defaultdict(dict)  # item -> rater -> base|tuned|tie
     unrated = 0
-    for path in ratings:
-        for r in _read_ratings(Path(path)):
+    sources = [_read_ratings(Path(path)) for path in ratings]
+    if db is not None:
+        from domainft.evaluation.review_app import VerdictStore
+
+        sources.append(VerdictStore(db).ratings())
+    for rows in sources:
+        for r in rows:
             if r["item"] not in key:
                 raise ReviewError(f"{r['where']}: column 'item' names unknown item {r['item']!r}")
             if not r["pref"]:
@@ -139,6 +154,7 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
     if all_votes:
         m["human.win_rate"] = (c["tuned"] + 0.5 * c["tie"]) / len(all_votes)
     agree, judged, stale = 0, 0, 0
+    verdicts: dict[str, str] = {}
     for item, rv in votes.items():
         top = Counter(rv.values()).most_common()
         verdict = top[0][0] if len(top) == 1 or top[0][1] > top[1][1] else "tie"
@@ -146,11 +162,13 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
         if row is None or _answers_sha(row) != key[item]["answers_sha"]:
             stale += 1
             continue
+        verdicts[str(key[item]["id"])] = verdict
         jv = (row.get("judge") or {}).get("verdict")
         if jv is not None:
             judged += 1
             agree += jv == verdict
     m["human.stale_items"] = stale
+    m["human.verdicts"] = verdicts
     m["human.judge_agreement_n"] = judged
     if judged:
         m["human.judge_agreement"] = agree / judged
@@ -160,7 +178,7 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
     return m
 
 
-@click.group("review", help="Blind human review: export a rating sheet, import the ratings.")
+@click.group("review", help="Blind human review: in the browser (serve) or a rating sheet (export); import the verdicts.")
 def review_cli() -> None:
     pass
 
@@ -177,17 +195,36 @@ def export_cmd(predictions: str, out_dir: str, seed: int, max_items: int) -> Non
 
 
 @review_cli.command("import")
-@click.argument("ratings", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("ratings", nargs=-1, type=click.Path(exists=True))
+@click.option("--db", default=None, type=click.Path(exists=True),
+              help="Verdict store of `domainft review serve` (review/verdicts.db).")
 @click.option("--key", "key_path", default="review/key.json", show_default=True, type=click.Path(exists=True))
 @click.option("--predictions", default="metrics/predictions.jsonl", show_default=True, type=click.Path(exists=True))
 @click.option("--out", "out_path", default="metrics/review.json", show_default=True, type=click.Path())
-def import_cmd(ratings: tuple[str, ...], key_path: str, predictions: str, out_path: str) -> None:
-    """Read rating CSVs (columns item, preference[, rater, comment]) and write metrics/review.json."""
+def import_cmd(ratings: tuple[str, ...], db: str | None, key_path: str, predictions: str, out_path: str) -> None:
+    """Read rating CSVs (columns item, preference[, rater, comment]) and/or --db, write metrics/review.json."""
     from domainft.stages import write_metrics
 
+    if not ratings and db is None:
+        raise click.ClickException("give rating CSVs or --db review/verdicts.db")
     try:
-        metrics = import_review(list(ratings), key_path, predictions)
+        metrics = import_review(list(ratings), key_path, predictions, db)
     except ReviewError as err:
         raise click.ClickException(str(err)) from None
     write_metrics("review", metrics, out_path)
     click.echo(json.dumps(metrics, indent=2))
+
+
+@review_cli.command("serve")
+@click.option("--predictions", default="metrics/predictions.jsonl", show_default=True, type=click.Path(exists=True))
+@click.option("--dir", "review_dir", default="review", show_default=True, type=click.Path(),
+              help="key.json (written when absent, as by export) and verdicts.db live here.")
+@click.option("--seed", default=0, show_default=True, help="Seeds the per-item A/B order (new key only).")
+@click.option("--max-items", default=0, show_default=True, help="0 = every prediction (new key only).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True)
+def serve_cmd(predictions: str, review_dir: str, seed: int, max_items: int, host: str, port: int) -> None:
+    """Blind A/B review in the browser: keys A / B / T (tie), several raters, comments, resume."""
+    from domainft.evaluation.review_app import serve
+
+    serve(predictions, review_dir, seed, max_items, host, port)
