@@ -1,4 +1,7 @@
-"""Blind human review of base vs tuned answers: export a rating sheet, import the ratings.
+"""Blind human review of base vs tuned answers: in the browser or on a rating sheet; import the ratings.
+
+``domainft review serve`` reviews in the browser (domainft/evaluation/review_app.py; verdicts in
+``review/verdicts.db``, imported with ``domainft review import --db review/verdicts.db``).
 
 ``domainft review export`` writes, from metrics/predictions.jsonl:
 
