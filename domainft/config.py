@@ -221,7 +221,10 @@ class TrainParams(_Section):
     # use_cache off, transformers' masking builds a block-diagonal causal mask (also on sdpa).
     padding_free: bool = True
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    # auto: bf16 compute (LoRA weights and optimizer state fp32) on CUDA and on CPUs with native
+    # bf16 matrix units (domainft.hardware.native_bf16), else fp32
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    torch_threads: int = Field(0, ge=0)  # 0 = OMP_NUM_THREADS when set, else the cores available (domainft.hardware)
     load_in_4bit: bool = False
     # When the base stage installed the ChatML template (a base without one), train the embedding
     # rows of <|im_start|>/<|im_end|> too (peft trainable_token_indices; tied to lm_head). LoRA alone

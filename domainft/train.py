@@ -469,7 +469,10 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    from domainft.hardware import apply_threads
+
     torch.manual_seed(seed)
+    apply_threads(params.torch_threads)
     device = pick_device()
     score_label_positions_only()
     model, tok, quant_spec = _load_for_training(base_dir, params, device)

@@ -6,6 +6,7 @@ seconds on CPU.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from tiny import make_tiny_model  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "real-data"
+# The suite's numeric tolerances are fp32's: run it as on a CPU without native bf16 (precision auto
+# -> fp32) unless a test asks otherwise (tests/unit/test_hardware.py, test_train_precision.py).
+os.environ.setdefault("DOMAINFT_NATIVE_BF16", "0")
 
 
 @pytest.fixture(scope="session")

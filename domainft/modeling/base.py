@@ -113,12 +113,21 @@ def pick_device() -> str:
 
 
 def pick_dtype(precision: str = "auto", device: str | None = None) -> torch.dtype:
-    """fp32 on CPU, bf16 on CUDA when supported, unless ``precision`` forces one."""
+    """The compute dtype for ``precision`` on ``device``.
+
+    ``auto``: bf16 on CUDA, and on a CPU with native bf16 matrix units
+    (:func:`domainft.hardware.native_bf16`: AMX-BF16 / AVX512-BF16; ``DOMAINFT_NATIVE_BF16=0``
+    turns it off); fp32 on any other CPU, where bf16 is emulated. ``fp32``/``bf16``/``fp16`` force one.
+    """
     device = device or pick_device()
-    if precision == "fp32" or (precision == "auto" and device == "cpu"):
+    if precision == "fp32":
         return torch.float32
     if precision == "fp16":
         return torch.float16
+    if precision == "auto" and device == "cpu":
+        from domainft.hardware import native_bf16
+
+        return torch.bfloat16 if native_bf16() else torch.float32
     return torch.bfloat16
 
 

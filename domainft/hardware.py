@@ -1,0 +1,96 @@
+"""What the CPU can do, and how many torch threads a stage should use.
+
+Two policies every stage shares:
+
+- :func:`native_bf16`: whether the CPU multiplies bf16 matrices in hardware (AMX-BF16 or
+  AVX512-BF16, read from the kernel's CPU flags). ``precision: auto`` computes in bf16 only then;
+  elsewhere bf16 is emulated and slower than fp32. ``DOMAINFT_NATIVE_BF16=0`` forces the
+  answer to False (everything then runs in fp32 exactly as on a CPU without the units),
+  ``=1`` to True.
+- :func:`apply_threads`: torch intra-op threads from the cores this process may use, so that
+  parallel stages do not oversubscribe a small machine (OpenMP threads beyond the free cores
+  stall at every barrier).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names (Linux arch/x86 cpufeatures)
+NATIVE_BF16_ENV = "DOMAINFT_NATIVE_BF16"
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The ``flags`` of the first CPU in ``cpuinfo`` (empty set when unreadable, e.g. not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def _detected(cpuinfo: str) -> bool:
+    import torch
+
+    return torch.backends.mkldnn.is_available() and any(f in cpu_flags(cpuinfo) for f in BF16_FLAGS)
+
+
+def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when this CPU has bf16 matrix instructions that oneDNN (through torch) uses.
+
+    ``DOMAINFT_NATIVE_BF16`` = ``0``/``1`` overrides the detection (``0``: behave as a CPU
+    without them).
+    """
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip().lower()
+    if forced in ("0", "false", "off", "no"):
+        return False
+    if forced in ("1", "true", "on", "yes"):
+        return True
+    return _detected(str(cpuinfo))
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count()`` where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_count(override: int = 0) -> int:
+    """Torch intra-op threads for a stage.
+
+    Args:
+        override: a params value (e.g. ``train.torch_threads``); > 0 wins.
+
+    Returns:
+        ``override`` when > 0, else ``OMP_NUM_THREADS`` when set to a positive integer, else
+        :func:`available_cores`; never more than the available cores unless overridden.
+    """
+    if override > 0:
+        return override
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return min(int(env), available_cores())
+    return available_cores()
+
+
+def apply_threads(override: int = 0) -> int:
+    """Set torch's intra-op threads to :func:`thread_count` and return the number set."""
+    import torch
+
+    n = thread_count(override)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    log.info("torch threads: %d (override %d, OMP_NUM_THREADS %s, %d cores available)", n, override,
+             os.environ.get("OMP_NUM_THREADS"), available_cores())
+    return n

@@ -1,0 +1,69 @@
+"""Hardware policy: native-bf16 detection, the precision it picks, torch threads."""
+import pytest
+import torch
+
+from domainft import hardware
+from domainft.modeling.base import pick_dtype
+
+
+def _cpuinfo(tmp_path, flags):
+    p = tmp_path / "cpuinfo"
+    p.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {' '.join(flags)}\n\nprocessor\t: 1\n")
+    return p
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["fpu", "avx2", "avx512f"], False),
+    (["fpu", "avx512f", "avx512_bf16"], True),
+    (["fpu", "amx_tile", "amx_bf16"], True),
+    ([], False),
+])
+def test_native_bf16_reads_the_cpu_flags(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    assert hardware.native_bf16(_cpuinfo(tmp_path, flags)) is expected
+
+
+def test_unreadable_cpuinfo_means_no_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    assert hardware.cpu_flags(tmp_path / "missing") == set()
+    assert hardware.native_bf16(tmp_path / "missing") is False
+
+
+def test_env_forces_detection_off_and_on(tmp_path, monkeypatch):
+    amx = _cpuinfo(tmp_path, ["amx_bf16"])
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "0")
+    assert hardware.native_bf16(amx) is False
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "1")
+    assert hardware.native_bf16(tmp_path / "missing") is True
+
+
+def test_auto_precision_on_cpu_follows_the_detection(monkeypatch):
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "0")
+    assert pick_dtype("auto", "cpu") == torch.float32
+    assert pick_dtype("bf16", "cpu") == torch.bfloat16  # an explicit choice is kept
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "1")
+    assert pick_dtype("auto", "cpu") == torch.bfloat16
+    assert pick_dtype("fp32", "cpu") == torch.float32
+    assert pick_dtype("auto", "cuda") == torch.bfloat16
+
+
+def test_thread_count_override_then_omp_then_cores(monkeypatch):
+    monkeypatch.setattr(hardware, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert hardware.thread_count() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert hardware.thread_count() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "32")
+    assert hardware.thread_count() == 8  # never more threads than cores from the environment
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert hardware.thread_count() == 8
+    assert hardware.thread_count(override=5) == 5
+
+
+def test_apply_threads_sets_torch(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert hardware.apply_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
