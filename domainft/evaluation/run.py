@@ -78,13 +78,19 @@ def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, l
     Progress is reported per batch (:class:`domainft.progress.Progress`, ``generate <label>`` and
     ``score <label>``).
 
+    Every model is loaded in the one precision of :func:`domainft.modeling.base.pick_dtype` (``auto``:
+    bf16 on CUDA and on CPUs with native bf16, else fp32), so base and tuned are compared alike.
+
     Returns:
-        {"answers": [Generation], "nll": [(sum nll, tokens)]}
+        {"answers": [Generation], "nll": [(sum nll, tokens)], "precision": "bfloat16" | "float32" | ...}
     """
-    from domainft.modeling.base import load_model
+    from domainft.hardware import apply_threads
+    from domainft.modeling.base import load_model, pick_device, pick_dtype
     from domainft.progress import Progress
 
-    model, tok = load_model(model_dir)
+    apply_threads()
+    dtype = pick_dtype("auto", pick_device())
+    model, tok = load_model(model_dir, dtype=dtype)
     prompts = [r["messages"][:-1] for r in records]
     with Progress(len(records), f"generate {label}", params.progress_every) as bar:
         answers = generate_answers(model, tok, prompts, params.max_new_tokens, params.batch_size,
@@ -93,7 +99,7 @@ def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, l
         nll = response_nll(model, tok, [r["messages"] for r in records], params.batch_size, progress=bar)
     del model
     gc.collect()
-    return {"answers": answers, "nll": nll}
+    return {"answers": answers, "nll": nll, "precision": str(dtype).removeprefix("torch.")}
 
 
 def _user_text(messages: list[dict]) -> str:
@@ -313,7 +319,8 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
                                params.collapse, train_refs, params.judge.enabled)
     metrics.update({"generation.do_sample": params.do_sample, "generation.max_new_tokens": params.max_new_tokens,
                     "generation.temperature": params.temperature if params.do_sample else 0.0,
-                    "generation.top_p": params.top_p, "seed": seed})
+                    "generation.top_p": params.top_p, "seed": seed, "precision": tuned["precision"]})
+    assert base["precision"] == tuned["precision"], "base and tuned must be evaluated in the same precision"
     metrics.update(overlap(records, references, dedup_threshold, dedup_ngram))
     metrics["overlap.missing"] = missing
     metrics.update(judge_mod.judge_predictions(rows, params.judge, seed=seed))
