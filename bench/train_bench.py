@@ -19,7 +19,8 @@ seed, ours, ours-fp32, ours-fp32, ours, seed; the summary then gives ours' loss 
 ``--threads N`` sets OMP_NUM_THREADS for every run (one process at a time).
 
 MFU: model FLOPs per real token (:func:`flops_per_token`) x tokens/s over the fp32 and bf16
-matmul rates measured in this same run on the model's MLP shape (``--mm-shape``, T x d @ d x f).
+matmul rates measured in this same run on the model's MLP shape (``--mm-shape``, T x d @ d x f):
+the mean of probes before the first run, between ABBA halves and after the last run.
 
     python bench/train_bench.py --model /tmp/smolbase --steps 4 --rounds 1 --fp32 --threads 2
 """
@@ -121,7 +122,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     shape = tuple(int(x) for x in a.mm_shape.split(","))
     rates = {dt: matmul_rate(dt, shape) for dt in ("fp32", "bf16")}
-    print(json.dumps({"matmul_gflop_s": {k: round(v / 1e9, 1) for k, v in rates.items()}, "shape": shape}), flush=True)
+    probes = {dt: [v] for dt, v in rates.items()}
     recipes = ["seed", "ours"] + (["ours32"] if a.fp32 else [])
     runs: dict[str, list[dict]] = {r: [] for r in recipes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,6 +133,9 @@ def main() -> None:
                     g.write(json.dumps({"messages": json.loads(line)["messages"]}) + "\n")
         order = (recipes + recipes[::-1]) * a.rounds
         for i, recipe in enumerate(order):
+            if i and i % len(recipes) == 0:  # matmul rates again between halves: the mean follows the drift
+                for dt, v in rates.items():
+                    probes[dt].append(matmul_rate(dt, shape))
             run_env = dict(env, DOMAINFT_NATIVE_BF16="0") if recipe == "ours32" else env
             if recipe == "seed":
                 cmd = [sys.executable, a.seed_script, "--model", a.model, "--data", str(data),
@@ -143,6 +147,11 @@ def main() -> None:
             r["recipe"] = recipe
             print(json.dumps(r), flush=True)
             runs[recipe].append(r)
+    for dt in probes:
+        probes[dt].append(matmul_rate(dt, shape))
+    rates = {dt: sum(v) / len(v) for dt, v in probes.items()}
+    print(json.dumps({"matmul_gflop_s": {k: [round(x / 1e9, 1) for x in v] for k, v in probes.items()},
+                      "shape": shape}), flush=True)
     pooled = {k: _pooled(v) for k, v in runs.items()}
     s, o = pooled["seed"], pooled["ours"]
     o["batch_size"] = a.batch_size
