@@ -305,6 +305,7 @@ def test_resumed_run_mlflow_loss_history_equals_an_uninterrupted_runs(tiny_model
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("resume-history")  # not the experiment id an earlier test left active in this process
     train = _write(tmp_path / "train.jsonl", _records(24))
     kw = dict(plots_csv=str(tmp_path / "loss.csv"), mlflow_run=True)
     with mlflow.start_run() as ra:
