@@ -30,7 +30,7 @@ def test_installing_a_changed_library_reruns_exactly_the_stages_that_run_the_cha
     env = venv_env(PYTHONPATH=str(site))
     assert _ran(run(["dvc", "repro", "split"], proj, env)) == {"fingerprint", "prepare", "split"}
     codes = {p.stem: p.read_text() for p in (proj / "fingerprints").glob("*.code")}
-    assert set(codes) == {"prepare", "split", "base", "train", "merge", "evaluate", "register"}
+    assert set(codes) == {"prepare", "split", "base", "train", "merge", "evaluate", "preference", "register"}
     assert json.loads((proj / "fingerprints" / "base_source.json").read_text())["kind"] == "gguf"
     assert _ran(run(["dvc", "repro", "split"], proj, env)) == {"fingerprint"}  # nothing else changed
 
