@@ -48,6 +48,12 @@ mlartifacts/
 /models/checkpoints
 /metrics/predictions.jsonl
 /metrics/report.html
+/metrics/judge_replies.jsonl
+/models/dpo_adapter
+/models/dpo_merged
+/metrics/preference/
+/metrics/retention.jsonl
+/fingerprints
 /serving/
 """
 
