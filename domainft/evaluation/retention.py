@@ -77,13 +77,26 @@ def declines(answer: str, patterns: list[str]) -> bool:
     return any(re.search(p, answer, re.IGNORECASE) for p in patterns)
 
 
-def _answer(model_dir, general: list[dict], probes: list[str], params, seed: int, system_prompt: str | None):
+def eval_dtype():
+    """The one precision evaluation loads every model in: :func:`domainft.modeling.base.pick_dtype`
+    (``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32), as
+    :func:`domainft.evaluation.run.answer_with` does, with the shared thread policy applied."""
+    from domainft.hardware import apply_threads
+    from domainft.modeling.base import pick_device, pick_dtype
+
+    apply_threads()
+    return pick_dtype("auto", pick_device())
+
+
+def _answer(model_dir, general: list[dict], probes: list[str], params, seed: int, system_prompt: str | None,
+            dtype=None):
     from domainft.evaluation.generate import generate_answers
     from domainft.evaluation.metrics import response_nll
     from domainft.modeling.base import load_model
 
-    model, tok = load_model(model_dir)
-    out = {"answers": [], "nll": [], "probes": []}
+    dtype = dtype or eval_dtype()
+    model, tok = load_model(model_dir, dtype=dtype)
+    out = {"answers": [], "nll": [], "probes": [], "precision": str(model.dtype).removeprefix("torch.")}
     if general:
         prompts = [r["messages"][:-1] for r in general]
         out["answers"] = generate_answers(model, tok, prompts, params.max_new_tokens, params.batch_size,
@@ -108,7 +121,8 @@ def evaluate_retention(base_dir: str | Path, tuned_dir: str | Path, params, seed
         system_prompt: the domain's system prompt, given with each remit probe (as in serving).
 
     Returns:
-        (flat metrics: ``retention.n``, ``retention.response_ppl.<field>``, ``retention.rouge_l.<field>``,
+        (flat metrics: ``retention.precision`` (the dtype both models were loaded in, the one
+        :func:`eval_dtype` picks for the whole evaluation), ``retention.n``, ``retention.response_ppl.<field>``, ``retention.rouge_l.<field>``,
         ``remit.n``, ``remit.rate.base``, ``remit.rate.tuned``; rows: one per general record and probe
         with both answers). Empty when both are off.
 
@@ -122,9 +136,13 @@ def evaluate_retention(base_dir: str | Path, tuned_dir: str | Path, params, seed
     probes = list(rem.prompts)
     if not general and not probes:
         return {}, []
-    res = {side: _answer(d, general, probes, params, seed, system_prompt)
+    dtype = eval_dtype()  # chosen once: base and tuned in the same precision, as in the domain evaluation
+    res = {side: _answer(d, general, probes, params, seed, system_prompt, dtype)
            for side, d in (("base", base_dir), ("tuned", tuned_dir))}
-    metrics: dict = {}
+    if res["base"]["precision"] != res["tuned"]["precision"]:
+        raise RetentionDataError(f"retention: base loaded in {res['base']['precision']}, tuned in "
+                                 f"{res['tuned']['precision']}; both must use one precision")
+    metrics: dict = {"retention.precision": res["tuned"]["precision"]}
     rows: list[dict] = []
     if general:
         text = TextScorer("en")

@@ -81,3 +81,29 @@ def test_a_model_tuned_to_forget_fails_the_retention_gate(tiny_model_dir, tmp_pa
     shown = [g for g in evaluate_gates({f"eval.{k}": v for k, v in m_kept.items()}, None, PromoteParams())
              if g.name in ("general_ppl", "general_metric", "remit")]
     assert [g.status for g in shown] == ["off"] * 3
+
+
+@pytest.mark.parametrize("native,precision", [("0", "float32"), ("1", "bfloat16")])
+def test_retention_loads_base_and_tuned_in_the_evaluation_precision(tiny_model_dir, tmp_path, monkeypatch,
+                                                                     native, precision):
+    """retention uses pick_dtype's choice (the one evaluate uses), the same for both models, recorded."""
+    from domainft import hardware
+    from domainft.modeling import base as base_mod
+
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, native)
+    seen = []
+    real = base_mod.load_model
+
+    def spy(folder, device=None, dtype=None):
+        model, tok = real(folder, device=device, dtype=dtype)
+        seen.append(str(model.dtype))
+        return model, tok
+
+    monkeypatch.setattr(base_mod, "load_model", spy)
+    params = EvaluateParams(max_new_tokens=3, bootstrap_samples=100,
+                            retention=RetentionParams(path=str(_general(tmp_path / "g.json")), max_samples=2),
+                            remit=RemitParams(prompts=["Write a poem about the sea."]))
+    m, _ = evaluate_retention(tiny_model_dir, tiny_model_dir, params, seed=0)
+    assert seen == [f"torch.{precision}"] * 2
+    assert m["retention.precision"] == precision
+    assert m["retention.response_ppl.ratio"] == pytest.approx(1.0)  # same model, same precision on both sides
