@@ -2,8 +2,8 @@
 
 Policy (issue 6):
 
-* prompt ids come from :func:`domainft.modeling.chat.encode_prompt`, the one chat template shared
-  with training and serving;
+* prompt ids come from :func:`domainft.modeling.chat.fit_prompt` (``encode_prompt``, the one chat
+  template shared with training and serving, after the long-source policy when one is given);
 * prompts are batched with LEFT padding (a decoder-only model continues from the last position,
   so padding must sit before the prompt), and sorted by length so a batch wastes little padding;
 * greedy decoding by default; sampling (temperature, top_p) is seeded per batch;
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from domainft.modeling.chat import encode_prompt, generation_eos_ids
+from domainft.modeling.chat import fit_prompt, generation_eos_ids
 
 
 @dataclass
@@ -30,13 +30,17 @@ class Generation:
     text: decoded new tokens, special tokens skipped, stripped.
     token_ids: new token ids up to (excluding) the first eos id.
     stopped: True when an eos id ended the answer, False when ``max_new_tokens`` cut it.
-    prompt_tokens: length of the prompt in tokens.
+    prompt_tokens: length of the prompt in tokens (after the long-source policy).
+    source_cut: source tokens the long-source policy removed from the prompt (0 = whole).
+    overlong: the prompt is over the policy's budget and was used whole (see ``FittedPrompt``).
     """
 
     text: str
     token_ids: list[int]
     stopped: bool
     prompt_tokens: int
+    source_cut: int = 0
+    overlong: bool = False
 
 
 def eos_ids_for(model, tokenizer) -> list[int]:
@@ -114,21 +118,24 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_ids: list[int], pad_id:
 
 def generate_answers(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int = 96,
                      batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
-                     top_p: float = 1.0, seed: int = 0, progress=None) -> list[Generation]:
+                     top_p: float = 1.0, seed: int = 0, progress=None, policy=None) -> list[Generation]:
     """Answer chat prompts (each a message list ending before the assistant turn).
 
     See :func:`generate_ids` for the arguments. The pad id is the tokenizer's pad token, falling
-    back to the first eos id.
+    back to the first eos id. ``policy``: a :class:`domainft.modeling.chat.SourcePolicy` (None =
+    prompts whole); a prompt over ``policy.prompt_budget(max_new_tokens)`` has its source cut as
+    training cut it (:func:`~domainft.modeling.chat.fit_prompt`).
 
     Returns:
         N :class:`Generation` in input order.
     """
     eos_ids = eos_ids_for(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
-    raw = generate_ids(model, prompt_ids, eos_ids, pad_id, max_new_tokens, batch_size,
+    fitted = [fit_prompt(tokenizer, p, policy, max_new_tokens) for p in prompts]
+    raw = generate_ids(model, [f.ids for f in fitted], eos_ids, pad_id, max_new_tokens, batch_size,
                        do_sample, temperature, top_p, seed, progress)
     return [
-        Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), ids, stopped, len(p))
-        for (ids, stopped), p in zip(raw, prompt_ids)
+        Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), ids, stopped, len(f.ids),
+                   f.removed, f.overlong)
+        for (ids, stopped), f in zip(raw, fitted)
     ]

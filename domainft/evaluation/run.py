@@ -36,8 +36,53 @@ class EvalDataError(DomainftError, ValueError):
     """A test record is malformed (message names file, line and key)."""
 
 
-def load_test(path: str | Path, max_samples: int = 0) -> list[dict]:
-    """Read canonical records (``{"id", "messages": [..., assistant]}``), first ``max_samples`` (0 = all).
+def spread_sample(records: list[dict], n: int, seed: int = 42) -> list[dict]:
+    """A seeded, deterministic sample of ``n`` records spread over the groups (``evaluate.max_samples``).
+
+    Rule: records are keyed by ``group`` (the split unit: document, encounter, company, thread;
+    a record without one is its own group). Groups are visited in the order of
+    ``sha256(f"{seed}:{group}")`` and each group's records in the order of
+    ``sha256(f"{seed}:{id}")``; the sample takes one record per group per round (round robin), so it
+    covers ``min(n, number of groups)`` groups and no group gives two records before every group
+    gave one. The chosen records keep their order in the file.
+
+    Args:
+        records: canonical records (``id``; ``group`` optional).
+        n: sample size (0 or >= len(records): all records, in file order).
+        seed: ``domain.seed``; the same seed and file give the same sample.
+
+    Returns:
+        ``min(n, len(records))`` records in file order.
+    """
+    import hashlib
+
+    if not n or n >= len(records):
+        return list(records)
+
+    def h(text: str) -> str:
+        return hashlib.sha256(f"{seed}:{text}".encode("utf-8")).hexdigest()
+
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        g = rec.get("group")
+        groups.setdefault(f"g:{g}" if g not in (None, "") else f"r:{rec['id']}:{i}", []).append(i)
+    queues = [sorted(idx, key=lambda i: (h(str(records[i]["id"])), i)) for _, idx in
+              sorted(groups.items(), key=lambda kv: (h(kv[0]), kv[0]))]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n:
+        for q in queues:
+            if depth < len(q):
+                chosen.append(q[depth])
+                if len(chosen) == n:
+                    break
+        depth += 1
+    return [records[i] for i in sorted(chosen)]
+
+
+def load_test(path: str | Path, max_samples: int = 0, seed: int = 42) -> list[dict]:
+    """Read canonical records (``{"id", "messages": [..., assistant]}``); with ``max_samples`` > 0,
+    a sample of that many spread over the file's groups (:func:`spread_sample`, seeded), not its head.
 
     Raises:
         EvalDataError: missing file, bad JSON, missing ``id``/``messages``, a conversation that does
@@ -65,15 +110,19 @@ def load_test(path: str | Path, max_samples: int = 0) -> list[dict]:
         if not any(m["role"] == "user" for m in msgs):
             raise EvalDataError(f"{where}: key 'messages' has no user turn")
         records.append(rec)
-        if max_samples and len(records) >= max_samples:
-            break
     if not records:
         raise EvalDataError(f"{path} holds no records")
-    return records
+    return spread_sample(records, max_samples, seed)
 
 
-def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, label: str = "model") -> dict:
+def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, label: str = "model",
+                policy=None) -> dict:
     """Load one model, answer every prompt and score the reference responses (then free it).
+
+    ``policy`` (:class:`domainft.modeling.chat.SourcePolicy`, None = none) is training's long-source
+    policy: a prompt over its budget has its source cut by :func:`~domainft.modeling.chat.fit_prompt`
+    (the function the server uses), and the reference is scored on the conversation fitted as
+    training fitted it (:func:`~domainft.modeling.chat.fit_conversation`).
 
     Progress is reported per batch (:class:`domainft.progress.Progress`, ``generate <label>`` and
     ``score <label>``).
@@ -86,6 +135,7 @@ def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, l
     """
     from domainft.hardware import apply_threads
     from domainft.modeling.base import load_model, pick_device, pick_dtype
+    from domainft.modeling.chat import fit_conversation
     from domainft.progress import Progress
 
     apply_threads()
@@ -94,9 +144,11 @@ def answer_with(model_dir: str | Path, records: list[dict], params, seed: int, l
     prompts = [r["messages"][:-1] for r in records]
     with Progress(len(records), f"generate {label}", params.progress_every) as bar:
         answers = generate_answers(model, tok, prompts, params.max_new_tokens, params.batch_size,
-                                   params.do_sample, params.temperature, params.top_p, seed, progress=bar)
+                                   params.do_sample, params.temperature, params.top_p, seed, progress=bar,
+                                   policy=policy)
+    conversations = [fit_conversation(tok, r["messages"], policy)[0] for r in records]
     with Progress(len(records), f"score {label} (reference perplexity)", params.progress_every) as bar:
-        nll = response_nll(model, tok, [r["messages"] for r in records], params.batch_size, progress=bar)
+        nll = response_nll(model, tok, conversations, params.batch_size, progress=bar)
     del model
     gc.collect()
     return {"answers": answers, "nll": nll, "precision": str(dtype).removeprefix("torch.")}
@@ -215,6 +267,21 @@ def score_pair(records: list[dict], base: dict, tuned: dict, language: str,
     return metrics, rows
 
 
+def long_source_metrics(answers: list, policy, max_new_tokens: int) -> dict:
+    """``long_source.*`` of eval.json from the :class:`~domainft.evaluation.generate.Generation` list:
+    ``policy`` (``trim_source/<cut>`` or ``none``), ``prompt_budget`` (tokens, 0 = no policy),
+    ``trimmed_prompts``, ``overlong_prompts`` (over the budget, used whole) and
+    ``cut_tokens_mean`` (source tokens cut per trimmed prompt)."""
+    cut = [g.source_cut for g in answers if g.source_cut]
+    return {
+        "long_source.policy": f"trim_source/{policy.cut}" if policy is not None and policy.trim else "none",
+        "long_source.prompt_budget": policy.prompt_budget(max_new_tokens) if policy is not None else 0,
+        "long_source.trimmed_prompts": len(cut),
+        "long_source.overlong_prompts": sum(bool(g.overlong) for g in answers),
+        "long_source.cut_tokens_mean": float(np.mean(cut)) if cut else 0.0,
+    }
+
+
 def add_primary(metrics: dict) -> dict:
     """Copy the paired figures of ``metrics["primary.name"]`` to ``primary.*`` and decide.
 
@@ -278,7 +345,7 @@ def judge_primary(metrics: dict, rows: list[dict], bootstrap_samples: int, seed:
 
 def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path, params, seed: int = 42,
              out_dir: str | Path = "metrics", dedup_threshold: float = 0.8, dedup_ngram: int = 5,
-             system_prompt: str | None = None) -> dict:
+             system_prompt: str | None = None, source_policy=None) -> dict:
     """Run the whole evaluation and write predictions, plots and the HTML report.
 
     Args:
@@ -288,6 +355,11 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
         seed: seeds sampling (when on) and the bootstrap.
         out_dir: where predictions.jsonl, plots/ and report.html go.
         dedup_threshold, dedup_ngram: ``prepare.dedup`` settings of the overlap check.
+        source_policy: training's long-source policy (:class:`domainft.modeling.chat.SourcePolicy`,
+            the stage passes ``SourcePolicy.from_params(train, evaluate.max_new_tokens)``; None = prompts
+            whole). ``long_source.*`` counts the prompts whose source was cut (``trimmed_prompts``),
+            those still over the budget (``overlong_prompts``) and the mean tokens cut per trimmed
+            prompt; each prediction row has ``prompt_cut_tokens``.
         system_prompt: ``domain.system_prompt``, given with the remit probes (``evaluate.remit``).
             With ``evaluate.retention.path`` or ``evaluate.remit.prompts`` set, ``retention.*`` and
             ``remit.*`` figures are added and their answers written to ``retention.jsonl``.
@@ -303,7 +375,7 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
     from domainft.evaluation import report
     from domainft.evaluation.overlap import overlap
 
-    records = load_test(test_path, params.max_samples)
+    records = load_test(test_path, params.max_samples, seed)
     refs = [r["messages"][-1]["content"] for r in records]
     language = detect_language(refs) if params.language == "auto" else params.language
     references, missing = read_references(params.reference_paths)
@@ -313,10 +385,13 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
     TaskScorer(params.task, refs, train_refs, ids=[str(r["id"]) for r in records])  # fail before loading models
     log.info("evaluating %d samples (language=%s, task=%s, primary metric=%s)", len(records), language,
              params.task.type, primary)
-    base = answer_with(base_dir, records, params, seed, "base")
-    tuned = answer_with(tuned_dir, records, params, seed, "tuned")
+    base = answer_with(base_dir, records, params, seed, "base", source_policy)
+    tuned = answer_with(tuned_dir, records, params, seed, "tuned", source_policy)
     metrics, rows = score_pair(records, base, tuned, language, params.bootstrap_samples, seed, params.task,
                                params.collapse, train_refs, params.judge.enabled)
+    metrics.update(long_source_metrics(tuned["answers"], source_policy, params.max_new_tokens))
+    for row, gen in zip(rows, tuned["answers"]):
+        row["prompt_cut_tokens"] = gen.source_cut
     metrics.update({"generation.do_sample": params.do_sample, "generation.max_new_tokens": params.max_new_tokens,
                     "generation.temperature": params.temperature if params.do_sample else 0.0,
                     "generation.top_p": params.top_p, "seed": seed, "precision": tuned["precision"]})

@@ -156,6 +156,90 @@ def fit_source(tokenizer, messages: list[dict[str, str]], max_tokens: int, cut: 
     return None
 
 
+@dataclass(frozen=True)
+class SourcePolicy:
+    """How overlong sources are cut, the same for training, evaluation and serving.
+
+    Built from the train section by :meth:`from_params` so that evaluation and the server cut a
+    prompt's source exactly where training cut it.
+
+    Attributes:
+        max_tokens: T, the training sequence budget in tokens (``train.max_seq_length``): a
+            conversation (prompt + answer) is fitted to T; a prompt to T minus the tokens to generate.
+        cut: ``end`` | ``start`` | ``middle`` (``train.source_cut``), see :func:`fit_source`.
+        trim: True when ``train.overlong`` is ``trim_source``; otherwise nothing is cut (training
+            dropped or prompt-trimmed such samples) and overlong prompts are only counted.
+        reserve: tokens kept free for the answer when the caller gives no ``max_new_tokens``
+            (``evaluate.max_new_tokens``, default 128).
+    """
+
+    max_tokens: int
+    cut: str = "end"
+    trim: bool = True
+    reserve: int = 128
+
+    @classmethod
+    def from_params(cls, train, max_new_tokens: int = 128) -> "SourcePolicy":
+        """From :class:`domainft.config.TrainParams` (``max_seq_length``, ``overlong``, ``source_cut``)."""
+        return cls(train.max_seq_length, train.source_cut, train.overlong == "trim_source", max_new_tokens)
+
+    def prompt_budget(self, max_new_tokens: int | None = None) -> int:
+        """Tokens a prompt may take: T minus the tokens to generate, at least T // 2 (a long answer
+        never squeezes the source to nothing)."""
+        new = self.reserve if max_new_tokens is None else max_new_tokens
+        return max(self.max_tokens - new, self.max_tokens // 2)
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A prompt after :func:`fit_prompt`: ``ids`` (token ids ending with the generation header),
+    ``messages`` (as rendered, the source possibly cut), ``removed`` (source tokens cut, 0 = whole)
+    and ``overlong`` (still over the budget: no trimming policy, or the source could not be cut
+    enough; the prompt is then used whole)."""
+
+    ids: list[int]
+    messages: list[dict[str, str]]
+    removed: int = 0
+    overlong: bool = False
+
+
+def fit_prompt(tokenizer, messages: list[dict[str, str]], policy: SourcePolicy | None,
+               max_new_tokens: int | None = None) -> FittedPrompt:
+    """Prompt ids under the long-source policy (evaluation and serving call this one function).
+
+    Args:
+        messages: a prompt ``[{"role", "content"}]`` ending before the assistant turn.
+        policy: None = no policy (the prompt is encoded whole, never counted overlong).
+        max_new_tokens: tokens to be generated (default ``policy.reserve``).
+
+    Returns:
+        :class:`FittedPrompt`; with ``policy.trim`` and a prompt over
+        ``policy.prompt_budget(max_new_tokens)``, the longest user turn is cut by :func:`fit_source`
+        at ``policy.cut``, as training cut it.
+    """
+    ids = encode_prompt(tokenizer, messages)
+    if policy is None:
+        return FittedPrompt(ids, messages)
+    budget = policy.prompt_budget(max_new_tokens)
+    if len(ids) <= budget:
+        return FittedPrompt(ids, messages)
+    fitted = fit_source(tokenizer, messages, budget, policy.cut) if policy.trim else None
+    if fitted is None:
+        return FittedPrompt(ids, messages, overlong=True)
+    return FittedPrompt(encode_prompt(tokenizer, fitted[0]), fitted[0], fitted[1])
+
+
+def fit_conversation(tokenizer, messages: list[dict[str, str]], policy: SourcePolicy | None
+                     ) -> tuple[list[dict[str, str]], int]:
+    """A whole conversation (ending with the answer) fitted to ``policy.max_tokens`` as training
+    fits it: ``(messages, source tokens removed)``; unchanged when it fits, there is no trimming
+    policy, or the source cannot be cut enough (training would drop it)."""
+    if policy is None or not policy.trim:
+        return messages, 0
+    fitted = fit_source(tokenizer, messages, policy.max_tokens, policy.cut)
+    return fitted if fitted is not None else (messages, 0)
+
+
 def encode_prompt(tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of a prompt ending with the assistant generation header.
 

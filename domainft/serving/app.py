@@ -1,8 +1,11 @@
 """OpenAI-compatible HTTP API (FastAPI) over the batching :class:`~domainft.serving.engine.Engine`.
 
 Routes: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``, ``GET /health``.
-Prompts are built with :func:`domainft.modeling.chat.encode_prompt` (the model folder's stored chat
-template, the same ids training and evaluation use). Defaults for ``temperature`` / ``top_p`` come
+Prompts are built with :func:`domainft.modeling.chat.fit_prompt` (the model folder's stored chat
+template, the same ids training and evaluation use; with ``train.overlong: trim_source`` a prompt
+over ``train.max_seq_length`` minus the asked tokens has its longest user turn cut at
+``train.source_cut``, exactly as evaluation does; the ``usage`` of such a reply counts the
+prompt after the cut). Defaults for ``temperature`` / ``top_p`` come
 from keys present in the folder's generation_config.json, else the OpenAI defaults (1.0), which is
 what vLLM does with ``--generation-config``.
 
@@ -28,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from domainft.modeling.chat import encode_prompt
+from domainft.modeling.chat import SourcePolicy, fit_prompt
 from domainft.serving.engine import Engine, EngineOverloaded, EngineUnavailable, Event, GenRequest
 from domainft.serving.schemas import ApiError, ChatCompletionRequest, parse_request
 
@@ -48,6 +51,7 @@ class ServerConfig:
         retry_after_s: ``Retry-After`` seconds sent with 503.
         defaults: default sampling values (``temperature``, ``top_p``).
         routes: served ids -> :class:`Route`; empty = ``{model_id: the model with create_app's tokenizer}``.
+        source_policy: training's long-source policy (None = prompts whole), see the module docstring.
     """
 
     model_id: str
@@ -58,6 +62,7 @@ class ServerConfig:
     retry_after_s: int = 1
     defaults: dict = field(default_factory=dict)
     routes: dict[str, "Route"] = field(default_factory=dict)
+    source_policy: SourcePolicy | None = None
 
 
 @dataclass
@@ -97,12 +102,12 @@ def _prepare(req: ChatCompletionRequest, tokenizer, cfg: ServerConfig) -> tuple[
     """Prompt ids and the effective max_tokens; raises ApiError for limits and template errors."""
     from jinja2 import TemplateError
 
-    try:
-        prompt = encode_prompt(tokenizer, req.chat_messages())
-    except (TemplateError, ValueError) as err:  # templates may raise_exception() on unsupported role orders
-        raise ApiError(400, f"messages cannot be rendered with the chat template: {err}", param="messages") from None
     asked = req.max_completion_tokens or req.max_tokens
     name = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+    try:
+        prompt = fit_prompt(tokenizer, req.chat_messages(), cfg.source_policy, asked).ids
+    except (TemplateError, ValueError) as err:  # templates may raise_exception() on unsupported role orders
+        raise ApiError(400, f"messages cannot be rendered with the chat template: {err}", param="messages") from None
     if asked is not None and asked > cfg.max_new_tokens_limit:
         raise ApiError(400, f"{name}={asked} exceeds this server's limit of {cfg.max_new_tokens_limit}", param=name)
     room = cfg.max_model_len - len(prompt)
@@ -294,7 +299,8 @@ def build_app(params, model: str | None = None, adapter: str | None = None,
             name: Route(name, a.tokenizer, frozenset(a.eos_ids), parent=model_id) for name, a in loaded.adapters.items()}
     cfg = ServerConfig(model_id=model_id, max_model_len=max_len, max_new_tokens_limit=sp.max_new_tokens_limit,
                        max_body_bytes=sp.max_body_bytes, api_key=api_key, retry_after_s=sp.retry_after_s,
-                       defaults=loaded.defaults, routes=routes)
+                       defaults=loaded.defaults, routes=routes,
+                       source_policy=SourcePolicy.from_params(params.train, params.evaluate.max_new_tokens))
     log.info("serving %s from %s (eos ids %s, max_model_len %d, batch %d, queue %d, torch threads %d)",
              ", ".join(routes or [model_id]), loaded.folder, loaded.eos_ids, max_len, sp.max_batch_size,
              sp.max_queue, torch.get_num_threads())

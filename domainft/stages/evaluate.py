@@ -1,6 +1,7 @@
 """`evaluate` stage: base vs tuned on the test split -> metrics/eval.json, predictions, plots, report.
 
-Reads params: base.out_dir, merge.out_dir, domain.seed and the whole ``evaluate`` section
+Reads params: base.out_dir, merge.out_dir, domain.seed, train.max_seq_length, train.overlong and
+train.source_cut (the long-source policy, as training applied it) and the whole ``evaluate`` section
 (max_samples, max_new_tokens, batch_size, do_sample, temperature, top_p, bootstrap_samples,
 language, test_path, out_dir, report_worst, reference_paths, progress_every, task.*, collapse.*,
 judge.*), prepare.dedup.threshold and prepare.dedup.ngram (the overlap check).
@@ -20,12 +21,14 @@ log = logging.getLogger(__name__)
 def run(params: Params) -> dict:
     """Evaluate ``base.out_dir`` against ``merge.out_dir``; returns the eval.json metrics."""
     from domainft.evaluation.run import evaluate
+    from domainft.modeling.chat import SourcePolicy
 
     ev = params.evaluate
     metrics = evaluate(params.base.out_dir, params.merge.out_dir, ev.test_path, ev,
                        seed=params.domain.seed, out_dir=ev.out_dir,
                        dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
-                       system_prompt=params.domain.system_prompt)
+                       system_prompt=params.domain.system_prompt,
+                       source_policy=SourcePolicy.from_params(params.train, ev.max_new_tokens))
     write_metrics("eval", metrics)
     name = metrics["primary.name"]
     if "primary.tuned" in metrics:

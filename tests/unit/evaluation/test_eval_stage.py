@@ -78,7 +78,8 @@ def test_bad_test_record_names_file_and_line(tmp_path, make_records, line, needl
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(EvalDataError, match=rf"test.jsonl:2: .*{needle}"):
         load_test(path)
-    assert len(load_test(tmp_path / "test.jsonl", max_samples=1)) == 1
+    with pytest.raises(EvalDataError, match=r"test.jsonl:2: "):  # a sample reads (and checks) every line
+        load_test(path, max_samples=1)
 
 
 def test_overlap_with_train_is_reported_and_progress_is_logged(tmp_path, monkeypatch, caplog, tiny_model_dir):
@@ -109,3 +110,55 @@ def test_overlap_with_train_is_reported_and_progress_is_logged(tmp_path, monkeyp
     assert [x.split(" (")[0] for x in lines if x.startswith("generate base")] == ["generate base: 50%", "generate base: 100%"]
     assert any(x.startswith("generate tuned: 100% (8/8)") and "ETA 0 s" in x for x in lines)
     assert "3 evaluated rows overlap train/val" in caplog.text
+
+
+def _grouped(n_groups, per_group):
+    return [{"id": f"{g}-{k}", "group": f"doc{g}"} for g in range(n_groups) for k in range(per_group)]
+
+
+def test_spread_sample_covers_groups_not_the_head():
+    from domainft.evaluation.run import spread_sample
+
+    recs = _grouped(10, 6)  # 60 records, 10 documents in file order (the head is one document)
+    s = spread_sample(recs, 12, seed=42)
+    groups = [r["group"] for r in s]
+    assert len(s) == 12 and len(set(groups)) == 10  # every group before any group twice
+    assert max(groups.count(g) for g in set(groups)) == 2 and sorted(groups.count(g) for g in set(groups))[:8] == [1] * 8
+    assert [recs.index(r) for r in s] == sorted(recs.index(r) for r in s)  # file order kept
+    assert spread_sample(recs, 12, seed=42) == s  # deterministic
+    assert spread_sample(recs, 12, seed=7) != s  # seeded
+    assert spread_sample(recs, 0) == recs and spread_sample(recs, 100) == recs
+    solo = [{"id": str(i)} for i in range(50)]  # no group: each record its own unit, hashed order
+    picked = [int(r["id"]) for r in spread_sample(solo, 10, seed=1)]
+    assert len(picked) == 10 and picked != list(range(10)) and max(picked) >= 25
+
+
+def test_load_test_max_samples_is_the_spread_sample(tmp_path):
+    from domainft.evaluation.run import spread_sample
+
+    recs = [{"id": f"r{i}", "group": f"doc{i // 5}", "messages": [{"role": "user", "content": f"q{i}"},
+            {"role": "assistant", "content": f"a{i}"}]} for i in range(40)]
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    got = load_test(path, max_samples=8, seed=3)
+    assert [r["id"] for r in got] == [r["id"] for r in spread_sample(recs, 8, seed=3)]
+    assert len({r["group"] for r in got}) == 8  # 8 documents, not the first 8 records (2 documents)
+
+
+def test_evaluate_stage_cuts_long_sources_like_training_and_counts_them(tmp_path, monkeypatch, tiny_model_dir):
+    source = " ".join(f"Line {i}: the patient reports symptom {i}." for i in range(60))
+    records = [{"id": f"r{i}", "group": f"enc{i}", "messages": [
+        {"role": "user", "content": (source if i < 3 else "Short visit.") + f"\n\nWrite note {i}."},
+        {"role": "assistant", "content": f"Stable {i}, review in {i + 1} weeks."}]} for i in range(5)]
+    _project(tmp_path, tiny_model_dir, tiny_model_dir, records)
+    monkeypatch.chdir(tmp_path)
+    m = run(parse_params({"train": {"max_seq_length": 200, "overlong": "trim_source", "source_cut": "middle"},
+                          "evaluate": {"max_new_tokens": 8, "batch_size": 4, "bootstrap_samples": 100}}))
+    assert m["long_source.policy"] == "trim_source/middle" and m["long_source.prompt_budget"] == 192
+    assert m["long_source.trimmed_prompts"] == 3 and m["long_source.overlong_prompts"] == 0
+    assert m["long_source.cut_tokens_mean"] > 200
+    rows = [json.loads(x) for x in (tmp_path / "metrics/predictions.jsonl").read_text().splitlines()]
+    assert [r["prompt_cut_tokens"] > 0 for r in rows] == [True, True, True, False, False]
+    m = run(parse_params({"train": {"max_seq_length": 200}, "evaluate": {"max_new_tokens": 8, "batch_size": 4,
+                                                                          "bootstrap_samples": 100}}))
+    assert (m["long_source.policy"], m["long_source.trimmed_prompts"], m["long_source.overlong_prompts"]) == ("none", 0, 3)

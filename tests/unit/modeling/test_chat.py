@@ -213,3 +213,44 @@ def test_training_trim_source_keeps_long_source_samples_that_drop_loses(smollm2_
     eot, _ = end_of_turn(smollm2_tokenizer)
     answer = len(smollm2_tokenizer("Summary 0: stable.", add_special_tokens=False)["input_ids"]) + 1
     assert kept.samples[0].num_trainable == answer
+
+
+def test_prompt_policy_cuts_the_source_where_training_cut_it(smollm2_tokenizer):
+    """Evaluation/serving (fit_prompt) and training (prepare_samples -> fit_source) share one policy:
+    the source is cut at the same place, the generation header and the answer's end-of-turn stay."""
+    from types import SimpleNamespace
+
+    from domainft.modeling.chat import SOURCE_CUT_MARKER, SourcePolicy, fit_conversation, fit_prompt
+    from domainft.train import prepare_samples
+
+    tok = smollm2_tokenizer
+    eot, eot_id = end_of_turn(tok)
+    source = " ".join(f"Line {i}: the patient reports symptom {i}." for i in range(80))
+    conv = [{"role": "user", "content": f"{source}\n\nWrite the note."}, {"role": "assistant", "content": "Stable, review in 2 weeks."}]
+    policy = SourcePolicy.from_params(SimpleNamespace(max_seq_length=256, source_cut="middle", overlong="trim_source"), 64)
+    assert (policy.max_tokens, policy.cut, policy.trim, policy.prompt_budget()) == (256, "middle", True, 192)
+    assert policy.prompt_budget(200) == 128  # never below T // 2
+
+    fp = fit_prompt(tok, conv[:1], policy, 64)
+    whole = encode_prompt(tok, conv[:1])
+    assert len(whole) > 192 >= len(fp.ids) and fp.removed >= len(whole) - 192 and not fp.overlong
+    assert fp.ids == encode_prompt(tok, fp.messages) and fp.ids[-3:] == whole[-3:]  # the generation header is whole
+    user = fp.messages[0]["content"]
+    assert SOURCE_CUT_MARKER in user and user.startswith("Line 0:") and user.endswith("Write the note.")
+
+    # the whole conversation fitted for scoring is exactly training's sample
+    fitted, removed = fit_conversation(tok, conv, policy)
+    train = prepare_samples([{"messages": conv}], tok, 256, "trim_source", source_cut="middle")
+    assert train.trimmed == 1 and removed > 0
+    assert tokenize_conversation(tok, fitted, eot).input_ids == train.samples[0].input_ids
+    assert [x for x in train.samples[0].labels if x != IGNORE_INDEX][-1] == eot_id
+
+    # a short prompt is untouched; no trim policy: whole and counted overlong; no policy at all: whole
+    short = [{"role": "user", "content": "Hello"}]
+    assert fit_prompt(tok, short, policy, 64).removed == 0 and fit_prompt(tok, short, policy).messages == short
+    drop = SourcePolicy(256, "end", trim=False)
+    d = fit_prompt(tok, conv[:1], drop, 64)
+    assert (d.ids, d.removed, d.overlong) == (whole, 0, True)
+    assert fit_conversation(tok, conv, drop) == (conv, 0)
+    n = fit_prompt(tok, conv[:1], None, 64)
+    assert (n.ids, n.overlong) == (whole, False)
