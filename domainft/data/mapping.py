@@ -12,7 +12,10 @@ matches is read here instead of by schema detection. Steps per file::
   value}``, ``name`` = the regex's first group), e.g. CUAD's ``(.+)-Answer`` columns.
 - **join**: a lookup file (read whole, never as records) keyed by a template over its rows.
 - **templates** (jinja2, sandboxed, undefined names are errors) render system/user/assistant,
-  ``group`` and ``meta``; filters :func:`table` and :func:`literal`.
+  ``group`` and ``meta``; filters :func:`table` and :func:`literal`. Besides the record's fields a
+  template sees ``record`` (the whole record), ``item``/``index`` (explode), ``key`` (dict of
+  records) and ``source_file`` (the file's name, e.g. ``mtsdialog_valid.csv``: ids that restart in
+  each file, such as MTS-Dialog's ``ID``, make a group key unique with it).
 - **dedup_key**: a template whose text near-duplicate removal compares instead of the whole
   conversation (e.g. question + answer, when many records share one long case text).
 - **thread**: one sample per agent reply with its history, from a list of turns in each record
@@ -217,6 +220,7 @@ def iter_mapped(objects: Iterator, rel: str, src: Source) -> Iterator[tuple[int,
         yield from _link_threads(records, rel, src)
         return
     first = True
+    fname = Path(rel).name
     for line, key, rec, err in records:
         if err is not None:
             if first and err.reason == "mapping_error":
@@ -226,7 +230,7 @@ def iter_mapped(objects: Iterator, rel: str, src: Source) -> Iterator[tuple[int,
             continue
         new = 1
         try:
-            for element, raw, draft, rerr in _map_record(rec, key, src):
+            for element, raw, draft, rerr in _map_record(rec, key, src, fname):
                 yield line, raw, draft, rerr, new
                 new = 0
         except (TemplateError, TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
@@ -262,25 +266,36 @@ def _items(rec: Any, src: Source) -> list[tuple[Any, Any]]:
                 out.append((len(out), {"name": name, "column": col, "value": value}))
         return out
     if cfg.explode:
-        try:
-            value = get_path(rec, cfg.explode)
-        except KeyError as e:
-            e.mapping_key = "explode"
-            raise
-        if not isinstance(value, list):
-            err = TypeError(f"explode path {cfg.explode!r} is a {type(value).__name__}, not a list")
-            err.mapping_key = "explode"
-            raise err
-        return list(enumerate(value))
+        return list(enumerate(_list_at(rec, cfg.explode, "explode")))
     return [(None, None)]
 
 
-def _map_record(rec: Any, key: Any, src: Source) -> Iterator[tuple[Any, Any, Draft | None, RecordError | None]]:
-    """``(element, raw, draft, error)`` for each sample of one source record."""
+def _list_at(rec: Any, path: str, key: str) -> list:
+    """The list at dotted ``path`` of ``rec`` (explode, thread.turns).
+
+    Raises:
+        KeyError: the path is missing; TypeError: it holds no list. Both carry ``mapping_key = key``
+        (the params key named in the error, e.g. ``explode`` or ``thread.turns``).
+    """
+    try:
+        value = get_path(rec, path)
+    except KeyError as e:
+        e.mapping_key = key
+        raise
+    if not isinstance(value, list):
+        err = TypeError(f"{key} path {path!r} is a {type(value).__name__}, not a list")
+        err.mapping_key = key
+        raise err
+    return value
+
+
+def _map_record(rec: Any, key: Any, src: Source, fname: str = "") -> Iterator[tuple[Any, Any, Draft | None, RecordError | None]]:
+    """``(element, raw, draft, error)`` for each sample of one source record (``fname``: the file's
+    name, ``source_file`` in templates)."""
     cfg = src.cfg
     base = _meta(rec)
     for index, item in _items(rec, src):
-        ctx = _context(rec, item=item, index=index, key=key)
+        ctx = _context(rec, item=item, index=index, key=key, source_file=fname)
         raw = rec if item is None else {"item": item, "index": index}
         missing = None
         for i, j in enumerate(cfg.join):
@@ -361,15 +376,7 @@ def _role(value: Any, th) -> str | None:
 
 def _turn_threads(rec, ctx, src, head, group, meta) -> Iterator:
     th = src.cfg.thread
-    try:
-        turns = get_path(rec, th.turns)
-    except KeyError as e:
-        e.mapping_key = "thread.turns"
-        raise
-    if not isinstance(turns, list):
-        err = TypeError(f"thread.turns {th.turns!r} is a {type(turns).__name__}, not a list")
-        err.mapping_key = "thread.turns"
-        raise err
+    turns = _list_at(rec, th.turns, "thread.turns")
     pairs = []
     for t in turns:
         role = _role(t.get(th.role) if isinstance(t, dict) else None, th)
@@ -452,7 +459,7 @@ def _link_threads(records: Iterator, rel: str, src: Source) -> Iterator:
             results.append((line, rec, None, None))
             continue
         used.update(s for s in seen if s != rid)
-        ctx = _context(rec)
+        ctx = _context(rec, source_file=Path(rel).name)
         root = _norm_id(chain[0].get(th.id))
         group = _render(src, "group", ctx) if "group" in src.templates else root
         meta = {**_meta(rec), "thread": root, "turns": len(msgs[-1][1])}

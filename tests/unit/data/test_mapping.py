@@ -214,3 +214,30 @@ def test_thread_samples_sharing_a_long_history_are_not_near_duplicates(tmp_path)
     p = parse_params({"prepare": {"raw_dir": str(raw), "sources": src}})
     res = prepare(p.prepare, "SYS")
     assert len(res.records) == 4 and res.records[0].meta["dedup_key"] == long + "\nReply 0: please try step 0."
+
+
+def test_list_paths_of_explode_and_thread_turns_fail_alike(tmp_path):
+    """One helper (mapping._list_at) reads explode and thread.turns: the same errors, keyed by the params key."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "x.jsonl").write_text('{"q": "a?", "a": "b", "items": "not a list", "turns": {"k": 1}}\n')
+    with pytest.raises(MappingError, match=r"x.jsonl:1: prepare.sources\['x.jsonl'\].explode: explode path 'items' is a str, not a list"):
+        _run(raw, {"x.jsonl": {"explode": "items", "user": "{{ q }}", "assistant": "{{ a }}"}})
+    thread = {"turns": "turns", "role": "sender", "text": "text", "roles": {"c": "user", "h": "assistant"}}
+    with pytest.raises(MappingError, match=r"x.jsonl:1: prepare.sources\['x.jsonl'\].thread.turns: thread.turns path 'turns' is a dict, not a list"):
+        _run(raw, {"x.jsonl": {"thread": thread}})
+    with pytest.raises(MappingError, match=r"x.jsonl:1: prepare.sources\['x.jsonl'\].thread.turns: .*'dialog'"):
+        _run(raw, {"x.jsonl": {"thread": {**thread, "turns": "dialog"}}})
+
+
+def test_source_file_makes_ids_that_restart_per_file_unique_groups(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("mts_train.csv", "mts_valid.csv"):  # MTS-Dialog: ID restarts at 0 in each file
+        with open(raw / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ID", "dialogue", "section_text"])
+            w.writerows([[i, f"{name} dialogue {i} about the knee", f"{name} note {i}"] for i in range(2)])
+    res = _run(raw, {"mts*.csv": {"user": "{{ dialogue }}", "assistant": "{{ section_text }}",
+                                  "group": "{{ source_file }}:{{ ID }}"}})
+    assert sorted(r.group for r in res.records) == ["mts_train.csv:0", "mts_train.csv:1", "mts_valid.csv:0", "mts_valid.csv:1"]
