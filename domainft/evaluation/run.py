@@ -37,19 +37,25 @@ class EvalDataError(DomainftError, ValueError):
 
 
 def spread_sample(records: list[dict], n: int, seed: int = 42) -> list[dict]:
-    """A seeded, deterministic sample of ``n`` records spread over the groups (``evaluate.max_samples``).
+    """A seeded, deterministic sample of ``n`` records spread over files and groups (``evaluate.max_samples``).
 
-    Rule: records are keyed by ``group`` (the split unit: document, encounter, company, thread;
-    a record without one is its own group). Groups are visited in the order of
-    ``sha256(f"{seed}:{group}")`` and each group's records in the order of
-    ``sha256(f"{seed}:{id}")``; the sample takes one record per group per round (round robin), so it
-    covers ``min(n, number of groups)`` groups and no group gives two records before every group
-    gave one. The chosen records keep their order in the file.
+    Rule:
+
+    1. **Files** (``source.file``: often different tasks, e.g. ACI-Bench notes and MTS-Dialog
+       sections) are strata with proportional quotas, largest remainder, at least one record per
+       file while ``n`` allows (a small file is not left out; with fewer samples than files, the
+       largest files get one each).
+    2. **Groups** within a file (``group``: document, encounter, company, thread; a record without
+       one is its own group) are visited in the order of ``sha256(f"{seed}:{group}")`` and each
+       group's records in the order of ``sha256(f"{seed}:{id}")``; one record per group per round
+       (round robin), so a file's quota covers as many groups as it can before any gives two.
+
+    The chosen records keep their order in the file.
 
     Args:
-        records: canonical records (``id``; ``group`` optional).
+        records: canonical records (``id``; ``group`` and ``source.file`` optional).
         n: sample size (0 or >= len(records): all records, in file order).
-        seed: ``domain.seed``; the same seed and file give the same sample.
+        seed: ``domain.seed``; the same seed and records give the same sample.
 
     Returns:
         ``min(n, len(records))`` records in file order.
@@ -62,27 +68,49 @@ def spread_sample(records: list[dict], n: int, seed: int = 42) -> list[dict]:
     def h(text: str) -> str:
         return hashlib.sha256(f"{seed}:{text}".encode("utf-8")).hexdigest()
 
-    groups: dict[str, list[int]] = {}
+    strata: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
-        g = rec.get("group")
-        groups.setdefault(f"g:{g}" if g not in (None, "") else f"r:{rec['id']}:{i}", []).append(i)
-    queues = [sorted(idx, key=lambda i: (h(str(records[i]["id"])), i)) for _, idx in
-              sorted(groups.items(), key=lambda kv: (h(kv[0]), kv[0]))]
+        src = rec.get("source")
+        strata.setdefault(str(src.get("file", "")) if isinstance(src, dict) else "", []).append(i)
+    size = {k: len(v) for k, v in strata.items()}
+    target = {k: n * size[k] / len(records) for k in strata}
+    if n < len(strata):  # fewer samples than files: one each for the largest files
+        quota = dict.fromkeys(strata, 0)
+        for k in sorted(strata, key=lambda k: (-size[k], k))[:n]:
+            quota[k] = 1
+    else:
+        quota = {k: min(size[k], max(1, int(target[k]))) for k in strata}
+        while sum(quota.values()) < n:  # largest remainder first
+            k = max((k for k in strata if quota[k] < size[k]), key=lambda k: (target[k] - quota[k], k))
+            quota[k] += 1
+        while sum(quota.values()) > n:  # the at-least-one rule overshot: take from the most over target
+            k = min((k for k in strata if quota[k] > 1), key=lambda k: (target[k] - quota[k], k))
+            quota[k] -= 1
     chosen: list[int] = []
-    depth = 0
-    while len(chosen) < n:
-        for q in queues:
-            if depth < len(q):
-                chosen.append(q[depth])
-                if len(chosen) == n:
-                    break
-        depth += 1
+    for k, idx in strata.items():
+        groups: dict[str, list[int]] = {}
+        for i in idx:
+            g = records[i].get("group")
+            groups.setdefault(f"g:{g}" if g not in (None, "") else f"r:{records[i]['id']}:{i}", []).append(i)
+        queues = [sorted(q, key=lambda i: (h(str(records[i]["id"])), i)) for _, q in
+                  sorted(groups.items(), key=lambda kv: (h(kv[0]), kv[0]))]
+        picked: list[int] = []
+        depth = 0
+        while len(picked) < quota[k]:
+            for q in queues:
+                if depth < len(q):
+                    picked.append(q[depth])
+                    if len(picked) == quota[k]:
+                        break
+            depth += 1
+        chosen.extend(picked)
     return [records[i] for i in sorted(chosen)]
 
 
 def load_test(path: str | Path, max_samples: int = 0, seed: int = 42) -> list[dict]:
     """Read canonical records (``{"id", "messages": [..., assistant]}``); with ``max_samples`` > 0,
-    a sample of that many spread over the file's groups (:func:`spread_sample`, seeded), not its head.
+    a sample of that many spread over the source files and groups (:func:`spread_sample`, seeded),
+    not the file's head.
 
     Raises:
         EvalDataError: missing file, bad JSON, missing ``id``/``messages``, a conversation that does

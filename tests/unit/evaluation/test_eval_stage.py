@@ -162,3 +162,22 @@ def test_evaluate_stage_cuts_long_sources_like_training_and_counts_them(tmp_path
     m = run(parse_params({"train": {"max_seq_length": 200}, "evaluate": {"max_new_tokens": 8, "batch_size": 4,
                                                                           "bootstrap_samples": 100}}))
     assert (m["long_source.policy"], m["long_source.trimmed_prompts"], m["long_source.overlong_prompts"]) == ("none", 0, 3)
+
+
+def test_spread_sample_gives_every_source_file_its_share():
+    """Like the medical test split: 181 MTS-Dialog train, 15 valid, 5 + 4 ACI-Bench records."""
+    from collections import Counter
+
+    from domainft.evaluation.run import spread_sample
+
+    sizes = {"mts_train.csv": 181, "mts_valid.csv": 15, "aci_train.csv": 5, "aci_valid.csv": 4}
+    recs = [{"id": f"{f}-{i}", "group": f"{f}:{i // 2}", "source": {"file": f}} for f, k in sizes.items() for i in range(k)]
+    got = Counter(r["source"]["file"] for r in spread_sample(recs, 24, seed=42))
+    assert got == {"mts_train.csv": 21, "mts_valid.csv": 1, "aci_train.csv": 1, "aci_valid.csv": 1}  # 21.2, 1.8, 0.6, 0.5 of 24: at least one each
+    assert Counter(r["source"]["file"] for r in spread_sample(recs, 3, seed=42)) == {
+        "mts_train.csv": 1, "mts_valid.csv": 1, "aci_train.csv": 1}  # fewer samples than files: the largest
+    s = spread_sample(recs, 100, seed=5)
+    by = Counter(r["source"]["file"] for r in s)
+    assert len(s) == 100 and by["aci_train.csv"] >= 2 and by["aci_valid.csv"] >= 1 and sum(by.values()) == 100
+    mts = [r for r in s if r["source"]["file"] == "mts_train.csv"]
+    assert len({r["group"] for r in mts}) == len(mts)  # 91 groups of 2: none twice before all once
