@@ -32,6 +32,20 @@ general_metric         ``eval.retention.rouge_l.delta``        >= -``max_general
 remit                  ``eval.remit.rate.tuned``               >= ``min_remit_rate``
 =====================  ======================================  =========================================
 
+With the preference stage on, the register stage also registers the SFT+DPO model as its own
+version (alias ``challenger-dpo``, tagged with the SFT version it came from and the hash of the
+verdicts behind it); its run metrics hold its own evaluation against the base under the same
+``eval.*`` keys and its own merge fidelity as ``merge.passed``. ``domainft promote`` then considers
+both candidates of that pipeline run, SFT+DPO first, prints every gate of each, and promotes the
+first whose gates all pass. SFT+DPO has one gate more:
+
+=====================  ======================================  =========================================
+vs_sft                 ``preference.vs_sft.primary.delta``     >= -``champion_tolerance``: DPO is not
+                                                               worse than the SFT model it came from
+=====================  ======================================  =========================================
+
+``--candidate sft|dpo`` considers one of them only (``--force`` forces the first considered).
+
 A required metric that is missing fails its gate (a version cannot prove it passed). ``--force``
 moves the alias despite failing gates and needs a reason, stored on the version as the tag
 ``domainft.promote.reason`` (with ``domainft.promote.forced = true``). Every decision is written to
@@ -85,8 +99,30 @@ class Gate:
 
 
 @dataclass
+class Candidate:
+    """One version :func:`promote` considered: ``kind`` is ``sft`` (@challenger) or ``dpo``
+    (@challenger-dpo, the SFT+DPO model of the same pipeline run)."""
+
+    kind: str
+    version: int
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[str]:
+        return [g.name for g in self.gates if not g.ok]
+
+    @property
+    def label(self) -> str:
+        return {"sft": "SFT", "dpo": "SFT+DPO"}.get(self.kind, self.kind)
+
+
+@dataclass
 class PromoteResult:
-    """Outcome of :func:`promote`; ``decision`` is promoted, forced, refused or already_champion."""
+    """Outcome of :func:`promote`; ``decision`` is promoted, forced, refused or already_champion.
+
+    ``challenger`` and ``gates`` are those of the version decided on (promoted or forced; refused:
+    the first considered); ``candidates`` lists every version considered with its gates.
+    """
 
     model_name: str
     challenger: int
@@ -96,13 +132,16 @@ class PromoteResult:
     gates: list[Gate] = field(default_factory=list)
     reason: str | None = None
     test_split: dict[str, str | None] = field(default_factory=dict)  # side -> dvc.test_split.md5
+    kind: str = "sft"
+    candidates: list[Candidate] = field(default_factory=list)
 
     @property
     def failing(self) -> list[str]:
         return [g.name for g in self.gates if not g.ok]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "failing": self.failing}
+        return {**asdict(self), "failing": self.failing,
+                "candidates": [{**asdict(c), "failing": c.failing} for c in self.candidates]}
 
 
 def _fmt(v: float | None) -> str:
@@ -217,6 +256,23 @@ def retention_gates(challenger: dict[str, float], gates: PromoteParams) -> list[
     return out
 
 
+VS_SFT_KEYS = ("preference.vs_sft.primary.delta", "preference.vs_sft.primary.delta_ci_low",
+               "preference.vs_sft.primary.delta_ci_high")
+
+
+def vs_sft_gate(challenger: dict[str, float], gates: PromoteParams) -> Gate:
+    """The SFT+DPO version's extra gate: its primary metric minus the SFT model's (paired, on the
+    test split, ``preference.vs_sft.primary.delta``) >= -``champion_tolerance``."""
+    values = [challenger.get(k) for k in VS_SFT_KEYS]
+    threshold = f"DPO - SFT >= {-gates.champion_tolerance:+.4g}"
+    if any(v is None for v in values):
+        lacking = ", ".join(k for k, v in zip(VS_SFT_KEYS, values) if v is None)
+        return Gate("vs_sft", values[0], threshold, "fail", f"challenger lacks {lacking}")
+    d, low, high = values
+    return Gate("vs_sft", d, threshold, "pass" if d >= -gates.champion_tolerance else "fail",
+                f"primary DPO - SFT {d:+.4g}, 95% CI [{low:+.4g}, {high:+.4g}]")
+
+
 def _version_by_alias(client, name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
@@ -228,23 +284,27 @@ def _version_by_alias(client, name: str, alias: str):
         raise
 
 
-def promote(params: Params, force: bool = False, reason: str | None = None) -> PromoteResult:
-    """Move ``champion`` to the ``challenger`` version of ``domainft-<domain>`` if its gates pass.
+def promote(params: Params, force: bool = False, reason: str | None = None, candidate: str = "auto") -> PromoteResult:
+    """Move ``champion`` to the ``challenger`` version of ``domainft-<domain>`` (or to its SFT+DPO
+    version ``challenger-dpo``) if its gates pass.
 
     Args:
         params: tracking URI (``register``; ``MLFLOW_TRACKING_URI`` wins), model name, gates
             (``promote``).
-        force: move the alias even when gates fail (needs ``reason``).
+        force: move the alias even when gates fail (needs ``reason``); the first candidate considered.
         reason: free text recorded as the version tag ``domainft.promote.reason``.
+        candidate: ``auto`` (SFT+DPO when registered for the @challenger version, then SFT),
+            ``sft`` or ``dpo``.
 
     Returns:
         :class:`PromoteResult`; the alias moved iff ``decision`` is promoted or forced.
 
     Raises:
         ValueError: ``force`` without a non-empty ``reason``.
-        PromoteError: the registered model or its ``challenger`` alias does not exist.
+        PromoteError: the registered model or its ``challenger`` alias does not exist; ``dpo``
+            asked for without a @challenger-dpo version of the @challenger's run.
     """
-    from domainft.registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, model_name
+    from domainft.registry import ALIAS_CHALLENGER, ALIAS_CHALLENGER_DPO, ALIAS_CHAMPION, model_name
     from domainft.tracking import setup_mlflow
 
     if force and not (reason and reason.strip()):
@@ -260,34 +320,54 @@ def promote(params: Params, force: bool = False, reason: str | None = None) -> P
     chal = _version_by_alias(client, name, ALIAS_CHALLENGER)
     if chal is None:
         raise PromoteError(f"{name} has no @{ALIAS_CHALLENGER} version; run the register stage first")
+    dpo = _version_by_alias(client, name, ALIAS_CHALLENGER_DPO)
+    if dpo is not None and dpo.tags.get("domainft.sft_version") != str(chal.version):
+        dpo = None  # from an older pipeline run than @challenger: no candidate
+    if candidate == "dpo" and dpo is None:
+        raise PromoteError(f"{name} has no @{ALIAS_CHALLENGER_DPO} version tuned from @{ALIAS_CHALLENGER} "
+                           f"v{chal.version}; switch the preference stage on (preference.enabled) and run dvc repro")
+    versions = [("dpo", dpo)] if dpo is not None and candidate in ("auto", "dpo") else []
+    versions += [("sft", chal)] if candidate in ("auto", "sft") else []
     champ = _version_by_alias(client, name, ALIAS_CHAMPION)
     champ_v = int(champ.version) if champ else None
     chal_run = client.get_run(chal.run_id)
     champ_run = client.get_run(champ.run_id) if champ else None
-    result = PromoteResult(name, int(chal.version), champ_v, champ_v, "refused", reason=reason,
+    result = PromoteResult(name, int(versions[0][1].version), champ_v, champ_v, "refused", reason=reason,
                            test_split={"challenger": chal_run.data.tags.get("dvc.test_split.md5"),
-                                       "champion": champ_run.data.tags.get("dvc.test_split.md5") if champ_run else None})
-    if champ_v == result.challenger:
-        result.decision = "already_champion"
+                                       "champion": champ_run.data.tags.get("dvc.test_split.md5") if champ_run else None},
+                           kind=versions[0][0])
+    if champ_v is not None and any(int(v.version) == champ_v for _, v in versions):
+        kind = next(k for k, v in versions if int(v.version) == champ_v)
+        result.challenger, result.kind, result.decision = champ_v, kind, "already_champion"
         return result
-    result.gates = evaluate_gates(chal_run.data.metrics, champ_run.data.metrics if champ_run else None,
-                                  params.promote)
-    if not result.failing:
+    champ_metrics = champ_run.data.metrics if champ_run else None
+    for kind, mv in versions:
+        run_metrics = (chal_run if mv is chal else client.get_run(mv.run_id)).data.metrics
+        gates = evaluate_gates(run_metrics, champ_metrics, params.promote)
+        if kind == "dpo":
+            gates.append(vs_sft_gate(run_metrics, params.promote))
+        result.candidates.append(Candidate(kind, int(mv.version), gates))
+    chosen = next((c for c in result.candidates if not c.failing), None)
+    if chosen is not None:
         result.decision = "promoted"
     elif force:
-        result.decision = "forced"
-    tags = {TAG + "decision": result.decision,
-            TAG + "gates": json.dumps([asdict(g) for g in result.gates], separators=(",", ":"))}
-    if reason:
-        tags[TAG + "reason"] = reason
-    if result.decision in ("promoted", "forced"):
-        client.set_registered_model_alias(name, ALIAS_CHAMPION, chal.version)
-        result.champion_after = result.challenger
-        tags[TAG + "previous_champion"] = str(champ_v) if champ_v else "none"
-        tags[TAG + "at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        tags[TAG + "forced"] = str(result.decision == "forced").lower()
-    for k, v in tags.items():
-        client.set_model_version_tag(name, chal.version, k, v)
+        result.decision, chosen = "forced", result.candidates[0]
+    decided = chosen or result.candidates[0]
+    result.challenger, result.kind, result.gates = decided.version, decided.kind, decided.gates
+    for c in result.candidates:
+        own = result.decision if c is decided else ("refused" if c.failing else "not_chosen")
+        tags = {TAG + "decision": own,
+                TAG + "gates": json.dumps([asdict(g) for g in c.gates], separators=(",", ":"))}
+        if reason:
+            tags[TAG + "reason"] = reason
+        if c is decided and result.decision in ("promoted", "forced"):
+            client.set_registered_model_alias(name, ALIAS_CHAMPION, str(c.version))
+            result.champion_after = c.version
+            tags[TAG + "previous_champion"] = str(champ_v) if champ_v else "none"
+            tags[TAG + "at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            tags[TAG + "forced"] = str(result.decision == "forced").lower()
+        for k, v in tags.items():
+            client.set_model_version_tag(name, str(c.version), k, v)
     return result
 
 
@@ -298,11 +378,13 @@ def print_result(result: PromoteResult, file=None) -> None:
 
     console = Console(file=file or sys.stdout, width=120)
     champ = f"v{result.champion_before}" if result.champion_before else "none"
-    if result.gates:
-        table = Table(title=f"{result.model_name}: challenger v{result.challenger} vs champion {champ}")
+    several = len(result.candidates) > 1
+    for c in result.candidates or ([Candidate(result.kind, result.challenger, result.gates)] if result.gates else []):
+        what = f"challenger v{c.version} ({c.label})" if several or c.kind != "sft" else f"challenger v{c.version}"
+        table = Table(title=f"{result.model_name}: {what} vs champion {champ}")
         for col in ("gate", "value", "threshold", "status", "detail"):
             table.add_column(col, justify="right" if col == "value" else "left")
-        for g in result.gates:
+        for g in c.gates:
             style = {"pass": "green", "fail": "bold red"}.get(g.status, "dim")
             value = "-" if g.value is None else f"{g.value:.4g}"
             table.add_row(g.name, value, g.threshold, f"[{style}]{g.status}[/]", g.detail)
@@ -315,8 +397,12 @@ def print_result(result: PromoteResult, file=None) -> None:
            "forced": f"FORCED v{result.challenger} to @champion (was {champ}) despite failing gates: "
                      f"{', '.join(result.failing)}; reason: {result.reason}",
            "already_champion": f"v{result.challenger} is already @champion; nothing to do",
-           "refused": f"refused: v{result.challenger} fails gate(s) {', '.join(result.failing)}; "
-                      f"@champion stays {champ}"}[result.decision]
+           "refused": "refused: " + "; ".join(
+               f"v{c.version}{f' ({c.label})' if several else ''} fails gate(s) {', '.join(c.failing)}"
+               for c in (result.candidates or [Candidate(result.kind, result.challenger, result.gates)]))
+               + f"; @champion stays {champ}"}[result.decision]
+    if result.decision in ("promoted", "forced") and several:
+        msg += f" ({next(c.label for c in result.candidates if c.version == result.challenger)})"
     console.print(msg, markup=False)
 
 
@@ -325,13 +411,15 @@ def print_result(result: PromoteResult, file=None) -> None:
 @click.option("--force", is_flag=True, help="Move @champion even if gates fail (needs --reason).")
 @click.option("--reason", default=None, help="Why; recorded as the version tag domainft.promote.reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
-def promote_cli(params_path: str, force: bool, reason: str | None, as_json: bool) -> None:
+@click.option("--candidate", type=click.Choice(["auto", "sft", "dpo"]), default="auto", show_default=True,
+              help="auto: the SFT+DPO version (@challenger-dpo) first when registered, then SFT (@challenger).")
+def promote_cli(params_path: str, force: bool, reason: str | None, as_json: bool, candidate: str) -> None:
     """Move @champion to @challenger when the gates in params `promote` pass (exit 1 when refused)."""
     if force and not (reason and reason.strip()):
         raise click.UsageError("--force requires --reason TEXT")
     try:
         params = load_params(params_path)
-        result = promote(params, force=force, reason=reason)
+        result = promote(params, force=force, reason=reason, candidate=candidate)
     except (ParamsError, PromoteError) as err:
         raise click.ClickException(str(err)) from None
     if as_json:

@@ -27,6 +27,8 @@ from domainft.tracking import MAX_PARAM_CHARS, git_facts, log_params, param_item
 log = logging.getLogger(__name__)
 
 ALIAS_CHALLENGER, ALIAS_CHAMPION = "challenger", "champion"
+ALIAS_CHALLENGER_DPO = "challenger-dpo"  # the SFT+DPO version of the same pipeline run (preference stage)
+PREFERENCE_METRICS = Path("metrics/preference.json")
 BASE_REF_FILE = "domainft_base_ref.json"  # in a registered adapter: its base by content hash and registry URI
 LINEAGE_PATHS = {  # tag suffix -> dvc.lock path
     "raw": "data/raw", "processed": "data/processed", "splits": "data/splits",
@@ -182,13 +184,19 @@ def _log_params(mlflow, params: Params) -> None:
 
 
 def fingerprint(params: Params, lock: dict[str, str]) -> str:
-    """Identity of a candidate model: params + hashes of the data and model outputs it came from."""
-    payload = {"params": params.model_dump(), "lock": {k: lock.get(v) for k, v in LINEAGE_PATHS.items()}}
+    """Identity of a candidate model: params + hashes of the data and model outputs it came from.
+
+    Params ``preference`` are left out: they shape the DPO version (its own fingerprint,
+    :func:`_register_dpo`), not the SFT model, so switching the preference stage on registers no
+    second copy of the SFT model.
+    """
+    payload = {"params": params.model_dump(exclude={"preference"}), "lock": {k: lock.get(v) for k, v in LINEAGE_PATHS.items()}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def register(params: Params) -> dict:
-    """Log the pipeline run and register the model version with alias ``challenger``.
+    """Log the pipeline run and register the model version with alias ``challenger``; with the
+    preference stage on, also the SFT+DPO model as its own version (:func:`register_dpo`).
 
     One fingerprint gives one version, also when two registers run at once: on a SQLite store the
     check and the creation happen under :func:`~domainft.tracking.store_lock`; on any store, a
@@ -197,11 +205,114 @@ def register(params: Params) -> dict:
 
     Returns:
         ``{"model_name", "version", "run_id", "created", "fingerprint"}``; ``created`` is False when
-        a version with the same fingerprint already existed (it is re-aliased, not duplicated).
+        a version with the same fingerprint already existed (it is re-aliased, not duplicated). With
+        a DPO version, also ``"dpo": {"version", "run_id", "created", "fingerprint", "verdicts_sha256"}``.
     """
     mlflow = setup_mlflow(params)
     with store_lock(mlflow.get_tracking_uri()):
-        return _register(mlflow, params)
+        out = _register(mlflow, params)
+        pref = preference_result(params)
+        if pref is not None:
+            out["dpo"] = _register_dpo(mlflow, params, out, pref)
+        else:  # no DPO model in this run: an older @challenger-dpo is no candidate any more
+            try:
+                mlflow.MlflowClient().delete_registered_model_alias(out["model_name"], ALIAS_CHALLENGER_DPO)
+            except mlflow.exceptions.MlflowException:
+                pass
+        return out
+
+
+def preference_result(params: Params) -> dict | None:
+    """``metrics/preference.json`` when the preference stage ran (``enabled`` 1) and its merged
+    model is there (``preference.merged_dir``/config.json); None otherwise (the stage off)."""
+    if not PREFERENCE_METRICS.is_file():
+        return None
+    try:
+        pref = json.loads(PREFERENCE_METRICS.read_text())
+    except json.JSONDecodeError:
+        raise RegistryError(f"{PREFERENCE_METRICS} is not JSON; rerun the preference stage") from None
+    if not pref.get("enabled"):
+        return None
+    if not (Path(params.preference.merged_dir) / "config.json").is_file():
+        raise RegistryError(f"{PREFERENCE_METRICS} says the preference stage ran, but "
+                            f"{params.preference.merged_dir} holds no model; rerun the preference stage")
+    return pref
+
+
+def dpo_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The run metrics of the SFT+DPO version, under the keys the promotion gates read.
+
+    From the pipeline's metrics (:func:`read_stage_metrics`): ``eval.*`` become the DPO model's own
+    evaluation against the base (``preference.vs_base.*``), ``merge.*`` its merge fidelity
+    (``preference.merge.*``); the SFT model's ``eval.*`` and ``merge.*`` are kept as ``sft.eval.*``
+    and ``sft.merge.*``; the rest (``split.*``, ``train.*``, ``preference.*`` with ``vs_sft.*``) as is.
+    """
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if k.startswith(("eval.", "merge.")):
+            out["sft." + k] = v
+        else:
+            out[k] = v
+    for prefix, to in (("preference.vs_base.", "eval."), ("preference.merge.", "merge.")):
+        out.update({to + k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)})
+    return out
+
+
+def _register_dpo(mlflow, params: Params, sft: dict, pref: dict) -> dict:
+    """Register ``preference.merged_dir`` as its own version of the model, alias ``challenger-dpo``.
+
+    Lineage tags: ``domainft.model_kind`` ``dpo_merged``, ``domainft.verdicts_sha256`` (hash of the
+    preference pairs), ``domainft.review_sha256``, ``domainft.sft_version`` / ``domainft.sft_run_id``
+    (the SFT version it was tuned from and its reference policy), ``dvc.dpo_merged.md5``, the pairs by
+    source. Its fingerprint is the SFT fingerprint + verdicts hash + params ``preference``: the same
+    inputs give the same version (re-aliased, not duplicated).
+    """
+    client = mlflow.MlflowClient()
+    name = sft["model_name"]
+    lock = dvc_lock_hashes()
+    fp = hashlib.sha256(json.dumps({"sft": sft["fingerprint"], "verdicts": pref["verdicts_sha256"],
+                                    "dpo": lock.get(params.preference.merged_dir),
+                                    "preference": params.preference.model_dump()},
+                                   sort_keys=True, default=str).encode()).hexdigest()[:32]
+    result = {"version": None, "run_id": None, "created": False, "fingerprint": fp,
+              "verdicts_sha256": pref["verdicts_sha256"]}
+    existing = _versions_of(client, name, "domainft.fingerprint", fp)
+    if existing:
+        mv = existing[0]
+        client.set_registered_model_alias(name, ALIAS_CHALLENGER_DPO, mv.version)
+        return {**result, "version": int(mv.version), "run_id": mv.run_id}
+    metrics = dpo_metrics(read_stage_metrics(include_bools=True))
+    tags = {**lineage_tags(params, lock), "domainft.model_kind": "dpo_merged",
+            "domainft.verdicts_sha256": pref["verdicts_sha256"],
+            "domainft.review_sha256": str(pref.get("review_sha256")),
+            "domainft.sft_version": str(sft["version"]), "domainft.sft_run_id": sft["run_id"],
+            **{f"domainft.pairs.{s}": str(n) for s, n in (pref.get("sources") or {}).items()}}
+    if params.preference.merged_dir in lock:
+        tags["dvc.dpo_merged.md5"] = lock[params.preference.merged_dir]
+    with mlflow.start_run(run_name=f"dpo-{params.domain.name}", tags={"domainft.stage": "register-dpo", **tags}) as run:
+        _log_params(mlflow, params)
+        mlflow.log_metrics(metrics)
+        for f in sorted(Path("metrics").glob("*.json")):
+            mlflow.log_artifact(str(f), "metrics")
+        for sub in ("", "vs_base/"):
+            for artifact in ("report.html", "predictions.jsonl", "retention.jsonl"):
+                f = Path("metrics/preference") / sub / artifact
+                if f.exists():
+                    mlflow.log_artifact(str(f), "evaluation/" + ("vs_base" if sub else "vs_sft"))
+        mlflow.log_artifacts(params.preference.merged_dir, "model")
+        source = f"{run.info.artifact_uri}/model"
+    version_tags = {"domainft.fingerprint": fp, **tags}
+    for key in KEY_METRICS:
+        for side in ("base", "tuned", "delta"):
+            v = metrics.get(f"eval.{key}.{side}")
+            if v is not None:
+                version_tags[f"metric.{key}.{side}"] = f"{v:.6g}"
+    for key in GATE_METRICS:
+        if key in metrics:
+            version_tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
+    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
+    client.set_registered_model_alias(name, ALIAS_CHALLENGER_DPO, mv.version)
+    return {**result, "version": int(mv.version), "run_id": run.info.run_id, "created": True}
 
 
 def _ensure_registered_model(client, mlflow, name: str, description: str) -> None:

@@ -5,13 +5,18 @@ Off by default (``preference.enabled: false``): writes ``metrics/preference.json
 On: pairs from ``preference.review_path`` (``human.verdicts`` of ``domainft review import``) and
 the judge's agreeing pairwise verdicts in ``metrics/predictions.jsonl``; DPO
 (:func:`domainft.preference.train_dpo`) on ``merge.out_dir``; merged onto it and fidelity-checked
-like SFT; SFT vs SFT+DPO evaluated on the test split (``evaluate`` params, outputs under
-``metrics/preference/``, figures as ``vs_sft.*``); ``verdicts_sha256`` is the hash of the pairs.
+like SFT; evaluated twice on the test split with the ``evaluate`` params: SFT vs SFT+DPO
+(outputs under ``metrics/preference/``, figures as ``vs_sft.*``) and base vs SFT+DPO (outputs under
+``metrics/preference/vs_base/``, figures as ``vs_base.*``: the DPO model's own evaluation, with
+retention and remit when configured, which the register stage logs as its ``eval.*`` metrics so
+that ``domainft promote`` applies every gate to it). ``verdicts_sha256`` is the hash of the pairs
+(the register stage tags the DPO version with it); ``review_sha256`` the hash of the review file.
 
 Run: ``python -m domainft.stages preference`` (DVC) or ``domainft preference``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -49,15 +54,23 @@ def run(params: Params) -> dict:
         raise MergeFidelityError(f"DPO-merged model differs from SFT+DPO adapter: {fid}")
     from domainft.evaluation.run import evaluate
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    ev = params.evaluate.model_copy(update={"judge": params.evaluate.judge.model_copy(update={
-        "replies_path": str(OUT / "judge_replies.jsonl")})})
-    e = evaluate(params.merge.out_dir, merged, ev.test_path, ev, seed=params.domain.seed, out_dir=OUT,
-                 dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
-                 system_prompt=params.domain.system_prompt)
-    metrics = {"enabled": 1, "verdicts_sha256": pairs_sha256(pairs), **m,
+    def _eval(reference_dir: str, out: Path) -> dict:
+        out.mkdir(parents=True, exist_ok=True)
+        ev = params.evaluate.model_copy(update={"judge": params.evaluate.judge.model_copy(update={
+            "replies_path": str(out / "judge_replies.jsonl")})})
+        e = evaluate(reference_dir, merged, ev.test_path, ev, seed=params.domain.seed, out_dir=out,
+                     dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
+                     system_prompt=params.domain.system_prompt)
+        return {k: v for k, v in e.items() if isinstance(v, (int, float, str))}
+
+    vs_sft = _eval(params.merge.out_dir, OUT)
+    vs_base = _eval(params.base.out_dir, OUT / "vs_base")
+    metrics = {"enabled": 1, "verdicts_sha256": pairs_sha256(pairs),
+               "review_sha256": hashlib.sha256(review.read_bytes()).hexdigest() if review.is_file() else None,
+               "human_verdicts": len(human), **m,
                **{f"merge.{k}": v for k, v in fid.items() if isinstance(v, (int, float, bool))},
-               **{f"vs_sft.{k}": v for k, v in e.items() if isinstance(v, (int, float, str))}}
+               **{f"vs_sft.{k}": v for k, v in vs_sft.items()},
+               **{f"vs_base.{k}": v for k, v in vs_base.items()}}
     return _write(metrics)
 
 

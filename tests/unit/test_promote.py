@@ -263,3 +263,78 @@ def test_glob_keys_in_params_do_not_break_register(project):
     res = register(p)
     run = _client().get_run(res["run_id"])
     assert json.loads(run.data.params["prepare.schema_overrides"]) == {"exports/*.csv": "qa"}
+
+
+def _preference(root, dpo_primary=0.34, vs_sft_delta=0.04, dpo_merge_passed=True, sha="ab" * 32):
+    """metrics/preference.json of a preference stage that ran, and its merged SFT+DPO model folder."""
+    dpo = root / "models" / "dpo_merged"
+    dpo.mkdir(parents=True, exist_ok=True)
+    (dpo / "config.json").write_text('{"model_type": "llama", "dpo": true}')
+    vs_base = {"primary.name": "rouge_l", "primary.base": 0.1, "primary.tuned": dpo_primary,
+               "primary.delta": dpo_primary - 0.1, "primary.delta_ci_low": 0.05, "primary.delta_ci_high": 0.3,
+               "primary.baseline": 0.1, "flags.tuned.any": 0, "overlap.total": 0,
+               "retention.response_ppl.ratio": 1.1, "retention.response_ppl.base": 10.0,
+               "retention.response_ppl.tuned": 11.0}
+    pref = {"enabled": 1, "verdicts_sha256": sha, "review_sha256": "cd" * 32, "pairs": 20,
+            "sources": {"human": 20, "judge": 0, "reference": 0}, "merge.passed": dpo_merge_passed,
+            **{f"vs_base.{k}": v for k, v in vs_base.items()},
+            "vs_sft.primary.delta": vs_sft_delta, "vs_sft.primary.delta_ci_low": vs_sft_delta - 0.03,
+            "vs_sft.primary.delta_ci_high": vs_sft_delta + 0.03}
+    (root / "metrics/preference.json").write_text(json.dumps(pref))
+
+
+def test_dpo_model_is_its_own_version_with_verdicts_lineage_and_promotion_prints_both(project):
+    from domainft.registry import ALIAS_CHALLENGER_DPO
+
+    client = _client()
+    _preference(project)
+    out = register(_params(1e-4))
+    assert out["version"] == 1 and out["dpo"]["version"] == 2 and out["dpo"]["created"]
+    v2 = client.get_model_version_by_alias(NAME, ALIAS_CHALLENGER_DPO)
+    assert int(v2.version) == 2 and v2.tags["domainft.model_kind"] == "dpo_merged"
+    assert v2.tags["domainft.verdicts_sha256"] == "ab" * 32 and v2.tags["domainft.sft_version"] == "1"
+    assert v2.tags["domainft.pairs.human"] == "20" and v2.tags["metric.merge.passed"] == "1"
+    run = client.get_run(v2.run_id).data.metrics
+    # the DPO version's gate metrics are its own evaluation vs base; the SFT figures kept under sft.
+    assert run["eval.primary.tuned"] == pytest.approx(0.34) and run["sft.eval.primary.tuned"] == pytest.approx(0.3)
+    assert run["merge.passed"] == 1.0 and run["preference.vs_sft.primary.delta"] == pytest.approx(0.04)
+    sft_run = client.get_run(client.get_model_version(NAME, "1").run_id).data.metrics
+    assert sft_run["eval.primary.tuned"] == pytest.approx(0.3)
+    # the same inputs again: neither version duplicated
+    again = register(_params(1e-4))
+    assert (again["version"], again["dpo"]["version"], again["dpo"]["created"]) == (1, 2, False)
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 2
+
+    res = _invoke()
+    assert res.exit_code == 0, res.output
+    assert "challenger v2 (SFT+DPO)" in res.output and "challenger v1 (SFT)" in res.output
+    assert res.output.count("merge_fidelity") == 2 and "vs_sft" in res.output
+    assert "promoted v2 to @champion (was none) (SFT+DPO)" in res.output
+    gates = json.loads(client.get_model_version(NAME, "2").tags["domainft.promote.gates"])
+    assert [g["name"] for g in gates] == ORDER + ["general_ppl", "vs_sft"]
+    assert gates[-1]["detail"] == "primary DPO - SFT +0.04, 95% CI [+0.01, +0.07]" and gates[-1]["status"] == "pass"
+    assert client.get_model_version(NAME, "1").tags["domainft.promote.decision"] == "not_chosen"
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 2
+
+
+def test_dpo_worse_than_sft_or_unfaithful_is_refused_and_sft_promoted(project):
+    client = _client()
+    _preference(project, dpo_primary=0.26, vs_sft_delta=-0.04, dpo_merge_passed=False)
+    register(_params(1e-4))
+    r = promote(_params(1e-4))
+    assert [(c.kind, c.version) for c in r.candidates] == [("dpo", 2), ("sft", 1)]
+    assert r.candidates[0].failing == ["merge_fidelity", "vs_sft"]
+    assert (r.decision, r.kind, r.challenger, r.champion_after) == ("promoted", "sft", 1, 1)
+    assert client.get_model_version(NAME, "2").tags["domainft.promote.decision"] == "refused"
+    # only the DPO candidate, and it fails: refused, each failing gate named
+    _metrics(project, rouge=0.31)
+    _preference(project, dpo_primary=0.26, vs_sft_delta=-0.04, sha="ef" * 32)
+    out = register(_params(2e-4))
+    res = _invoke("--candidate", "dpo")
+    assert res.exit_code == 1
+    assert f"refused: v{out['dpo']['version']} fails gate(s) champion, vs_sft; @champion stays v1" in res.output
+    # the preference stage switched off again: the stale DPO version is no candidate
+    (project / "metrics/preference.json").write_text('{"enabled": 0}')
+    register(_params(3e-4))
+    with pytest.raises(Exception, match="no @challenger-dpo version"):
+        promote(_params(3e-4), candidate="dpo")
