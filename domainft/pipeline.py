@@ -84,12 +84,13 @@ STAGES: tuple[Stage, ...] = (
           plots=(("metrics/plots/eval_per_metric.json", {"template": "bar_horizontal", "x": "value", "y": "label"}),
                  ("metrics/plots/answer_lengths.csv", {}))),
     Stage("preference", params=("domain.seed", "domain.system_prompt", "preference", "merge", "evaluate",
-                                "prepare.dedup.threshold", "prepare.dedup.ngram"),
-          deps=("models/merged", "metrics/predictions.jsonl", "data/splits/test.jsonl"),
+                                "base.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram"),
+          deps=("models/base", "models/merged", "metrics/predictions.jsonl", "data/splits/test.jsonl",
+                "data/splits/train.jsonl", "data/splits/val.jsonl"),
           outs=("models/dpo_merged",), metrics=("metrics/preference.json",)),
-    Stage("register", params=("domain.name", "register"),
+    Stage("register", params=("domain.name", "register", "preference"),
           deps=("models/merged", "metrics/eval.json", "metrics/merge.json", "metrics/train.json",
-                "metrics/split.json"),
+                "metrics/split.json", "metrics/preference.json", "models/dpo_merged"),
           metrics=("metrics/register.json",)),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
