@@ -10,9 +10,11 @@ OpenAI format. llama.cpp holds one sequence per context, so requests run one at 
 order (the queue bound and 503 are the torch engine's); the KV cache of the longest common prefix
 with the previous request (the system prompt) is reused.
 
-Sampling: ``temperature == 0`` is greedy; otherwise llama.cpp's top-p and temperature samplers with
-top-k, min-p and repetition penalties off (the torch engine's nucleus sampling), seeded per request
-(``seed`` modulo 2**32).
+Sampling: ``temperature == 0`` is greedy (the same argmax as the torch engine, up to the GGUF's
+rounding: see ``metrics/gguf.json``); otherwise llama.cpp's sampler chain with top-k, min-p and
+repetition penalties off, seeded per request (``seed`` modulo 2**32). That chain applies top-p
+before the temperature (the torch engine after it), so sampled answers are reproducible per seed
+within one backend, not across backends.
 """
 from __future__ import annotations
 
