@@ -11,6 +11,7 @@ def test_preference_stage_trains_merges_and_evaluates(tiny_model_dir, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_model_dir, tmp_path / "models/merged")
+    shutil.copytree(tiny_model_dir, tmp_path / "models/base")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "data/splits").mkdir(parents=True)
     rows, test = [], []
@@ -32,5 +33,11 @@ def test_preference_stage_trains_merges_and_evaluates(tiny_model_dir, tmp_path, 
     assert abs(m["loss_first"] - math.log(2)) < 1e-4 and m["loss_last"] < m["loss_first"]
     assert m["merge.passed"] and len(m["verdicts_sha256"]) == 64
     assert m["vs_sft.n_samples"] == 6 and "vs_sft.response_ppl.delta_ci_low" in m
+    # the DPO model's own evaluation against the base (its gate metrics in the registry)
+    assert m["vs_base.n_samples"] == 6 and "vs_base.primary.delta_ci_low" in m
+    assert m["vs_base.primary.tuned"] == m["vs_sft.primary.tuned"]  # the same SFT+DPO answers on both
+    assert m["vs_base.precision"] == m["vs_sft.precision"]
+    assert m["human_verdicts"] == 2 and len(m["review_sha256"]) == 64
+    assert (tmp_path / "metrics/preference/vs_base/predictions.jsonl").is_file()
     assert (tmp_path / "models/dpo_merged/config.json").is_file()
     assert json.loads((tmp_path / "metrics/preference.json").read_text())["pairs"] == 5
