@@ -30,10 +30,24 @@ def _module_file(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-def _imports(file: Path, module: str) -> frozenset[str]:
-    """:func:`_parsed_imports`, reused while the file's size and mtime are unchanged."""
+def _imports(file: Path, module: str, cache: dict[str, Any] | None = None) -> frozenset[str]:
+    """:func:`_parsed_imports`, reused while the file's size and mtime are unchanged.
+
+    Args:
+        cache: the persistent hash cache (:func:`load_hash_cache`); entries ``"imports:<path>"`` ->
+            ``{"stamp": [size, mtime_ns], "module", "names"}`` spare the parse in the next process.
+    """
     st = file.stat()
-    return _parsed_imports(file, module, st.st_size, st.st_mtime_ns)
+    if cache is None:
+        return _parsed_imports(file, module, st.st_size, st.st_mtime_ns)
+    key = f"imports:{file.resolve()}"
+    stamp = [st.st_size, st.st_mtime_ns]
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("stamp") == stamp and hit.get("module") == module:
+        return frozenset(hit["names"])
+    names = _parsed_imports(file, module, st.st_size, st.st_mtime_ns)
+    cache[key] = {"stamp": stamp, "module": module, "names": sorted(names)}
+    return names
 
 
 @functools.lru_cache(maxsize=4096)
@@ -64,11 +78,12 @@ def _parsed_imports(file: Path, module: str, size: int, mtime_ns: int) -> frozen
     return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
-def code_modules(module: str, package_dir: Path = PACKAGE_DIR) -> dict[str, Path]:
+def code_modules(module: str, package_dir: Path = PACKAGE_DIR,
+                 cache: dict[str, Any] | None = None) -> dict[str, Path]:
     """Every ``domainft`` module that importing and running ``module`` may execute: module -> file.
 
     Follows imports transitively, including imports inside functions (lazy imports), and adds each
-    module's parent packages (their ``__init__.py`` runs on import).
+    module's parent packages (their ``__init__.py`` runs on import). ``cache``: see :func:`_imports`.
 
     Raises:
         ModuleNotFoundError: ``module`` has no file under ``package_dir``.
@@ -87,22 +102,24 @@ def code_modules(module: str, package_dir: Path = PACKAGE_DIR) -> dict[str, Path
         seen[name] = file
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.extend(_imports(file, name))
+        todo.extend(_imports(file, name, cache))
     return dict(sorted(seen.items()))
 
 
-def code_files_of(modules: list[str], package_dir: Path = PACKAGE_DIR) -> list[str]:
+def code_files_of(modules: list[str], package_dir: Path = PACKAGE_DIR,
+                  cache: dict[str, Any] | None = None) -> list[str]:
     """Files (``domainft/...py``, POSIX, sorted) that importing and running ``modules`` may execute."""
     files: dict[str, Path] = {}
     for m in modules:
-        files.update(code_modules(m, package_dir))
+        files.update(code_modules(m, package_dir, cache))
     return sorted(f"{PACKAGE}/{p.relative_to(package_dir).as_posix()}" for p in files.values())
 
 
-def modules_fingerprint(modules: list[str], package_dir: Path = PACKAGE_DIR) -> str:
+def modules_fingerprint(modules: list[str], package_dir: Path = PACKAGE_DIR,
+                        cache: dict[str, Any] | None = None) -> str:
     """sha256 (hex) over the relative path and bytes of every file of :func:`code_files_of`."""
     h = hashlib.sha256()
-    for rel in code_files_of(modules, package_dir):
+    for rel in code_files_of(modules, package_dir, cache):
         data = (package_dir.parent / rel).read_bytes()
         h.update(f"{rel}\0{len(data)}\0".encode())
         h.update(data)
@@ -137,6 +154,16 @@ def tree_sha256(folder: str | Path, cache: dict[str, Any] | None = None) -> dict
     root = Path(folder)
     return {p.relative_to(root).as_posix(): file_sha256(p, cache)
             for p in sorted(root.rglob("*")) if p.is_file() and ".cache" not in p.relative_to(root).parts}
+
+
+def folder_digest(folder: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 (hex) of a model folder: over :func:`tree_sha256`'s ``{path: sha256}`` as sorted JSON.
+
+    ``skip``: relative paths left out (a download cache's completion marker). The registry records
+    a base by this digest (:func:`domainft.registry.base_digest`).
+    """
+    files = {k: v for k, v in tree_sha256(folder).items() if k not in skip}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 def load_hash_cache(path: Path = HASH_CACHE) -> dict[str, Any]:

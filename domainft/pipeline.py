@@ -112,9 +112,12 @@ def code_files(name: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     return code_files_of([ENTRY_MODULE, stage(name).module], package_dir)
 
 
-def code_fingerprint(name: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """sha256 over the path and bytes of every file of :func:`code_files` (64 hex characters)."""
-    return modules_fingerprint([ENTRY_MODULE, stage(name).module], package_dir)
+def code_fingerprint(name: str, package_dir: Path = PACKAGE_DIR, cache: dict[str, Any] | None = None) -> str:
+    """sha256 over the path and bytes of every file of :func:`code_files` (64 hex characters).
+
+    ``cache`` (:func:`load_hash_cache`) keeps each file's parsed imports between processes.
+    """
+    return modules_fingerprint([ENTRY_MODULE, stage(name).module], package_dir, cache)
 
 
 # ----------------------------------------------------------------------------- base source
@@ -222,18 +225,19 @@ def write_dvc_yamls(repo_root: Path) -> list[Path]:
     return [p for p, _ in out]
 
 
-def write_fingerprints(params, out_dir: str | Path = FINGERPRINT_DIR) -> dict[str, Any]:
+def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = FINGERPRINT_DIR) -> dict[str, Any]:
     """The fingerprint stage's outputs: ``<stage>.code`` per stage and ``base_source.json``.
 
-    Files whose content is unchanged are not rewritten (DVC then sees nothing new downstream).
-    Returns ``{"code": {stage: sha256}, "base_source": {...}}``.
+    ``source`` and ``revision`` are params ``base.source`` and ``base.revision``. Files whose content
+    is unchanged are not rewritten (DVC then sees nothing new downstream). Returns
+    ``{"code": {stage: sha256}, "base_source": {...}}``.
     """
     from domainft.atomic import write_text_atomic
 
     out = Path(out_dir)
     cache = load_hash_cache()
-    code = {s.name: code_fingerprint(s.name) for s in STAGES if s.name != "fingerprint"}
-    base = base_source_fingerprint(params.base.source, params.base.revision, cache)
+    code = {s.name: code_fingerprint(s.name, cache=cache) for s in STAGES if s.name != "fingerprint"}
+    base = base_source_fingerprint(source, revision, cache)
     files = {f"{n}.code": h + "\n" for n, h in code.items()}
     files["base_source.json"] = json.dumps(base, indent=2, sort_keys=True) + "\n"
     for rel, text in files.items():
@@ -242,7 +246,6 @@ def write_fingerprints(params, out_dir: str | Path = FINGERPRINT_DIR) -> dict[st
             write_text_atomic(path, text)
     save_hash_cache(cache)
     return {"code": code, "base_source": base}
-
 
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.getcwd())

@@ -27,13 +27,19 @@ def write_metrics(stage: str, metrics: dict[str, Any], path: str | Path | None =
 def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Load ``params_path`` and run stage ``name``; returns its metrics.
 
+    A stage module that defines ``run_from_file(params_path)`` (the always-run fingerprint stage)
+    reads the file itself, sparing the full validation; every other stage gets the validated params.
+
     Raises:
         ParamsError: params missing or invalid; DomainftError: the stage's own failures.
     """
-    from domainft.config import load_params
     from domainft.errors import DomainftError
 
     if not name.isidentifier() or name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
         raise DomainftError(f"unknown stage {name!r} (the stages are listed in domainft/pipeline.py)")
-    params = load_params(params_path)
-    return importlib.import_module(f"{__name__}.{name}").run(params)
+    module = importlib.import_module(f"{__name__}.{name}")
+    if hasattr(module, "run_from_file"):
+        return module.run_from_file(params_path)
+    from domainft.config import load_params
+
+    return module.run(load_params(params_path))

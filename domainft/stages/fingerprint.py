@@ -1,16 +1,46 @@
-"""``fingerprint`` stage (always run, < 1 s): hashes of each stage's code and of the base model source.
+"""``fingerprint`` stage (always run, about 0.1 s): hashes of each stage's code and of the base model source.
 
 Writes ``fingerprints/<stage>.code`` (sha256 of the domainft files the stage runs, see
 :func:`domainft.pipeline.code_fingerprint`) and ``fingerprints/base_source.json``
 (:func:`domainft.pipeline.base_source_fingerprint`); the other stages depend on them, so a new
 library version or new base weights rerun exactly what they touch. Reads params ``base.source``
 and ``base.revision``.
+
+Because DVC runs this stage on every ``dvc repro``, it is kept cheap: :func:`run_from_file` reads the
+two keys with yaml's C loader instead of validating the whole params file (the stages that use
+params validate it), and parsed imports and file hashes are cached in ``.dvc/tmp``.
 """
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 from domainft.pipeline import FINGERPRINT_DIR, write_fingerprints
 
 
 def run(params) -> dict:
     """Write the fingerprint files (unchanged files are left alone); returns their contents."""
-    return write_fingerprints(params, FINGERPRINT_DIR)
+    return write_fingerprints(params.base.source, params.base.revision, FINGERPRINT_DIR)
+
+
+def run_from_file(params_path: str | Path) -> dict[str, Any]:
+    """:func:`run` reading only ``base.source`` and ``base.revision`` from ``params_path``.
+
+    Falls back to the full validated load (:func:`domainft.config.load_params`, which names a bad
+    key) when the file does not parse or either key is absent, so the values used are the ones
+    every other stage would see.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        with open(params_path, encoding="utf-8") as f:
+            base = (yaml.load(f, Loader=loader) or {}).get("base")
+        source, revision = base["source"], base["revision"]
+        if not isinstance(source, str) or not (revision is None or isinstance(revision, str)):
+            raise TypeError
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        from domainft.config import load_params
+
+        return run(load_params(params_path))
+    return write_fingerprints(source, revision, FINGERPRINT_DIR)

@@ -135,3 +135,42 @@ def test_every_params_key_a_stage_tracks_exists_in_the_params_model():
             for part in key.split("."):
                 assert part in node, f"{s.name}: params key {key} is not in domainft.config.Params"
                 node = node[part]
+
+
+def test_persistent_import_cache_follows_edits(tmp_path):
+    """The fingerprint stage keeps parsed imports between processes; an edited file is parsed again."""
+    pkg = tmp_path / "domainft"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "b.py").write_text("")
+    cache: dict = {}
+    assert sorted(code_modules("domainft.a", pkg, cache)) == ["domainft", "domainft.a"]
+    assert {k.rsplit("/", 1)[-1] for k in cache} == {"__init__.py", "a.py"}
+    (pkg / "a.py").write_text("from domainft import b  # now imports b\n")
+    assert sorted(code_modules("domainft.a", pkg, cache)) == ["domainft", "domainft.a", "domainft.b"]
+
+
+def test_fingerprint_stage_reads_two_keys_without_validating_the_whole_params_file(tmp_path, monkeypatch):
+    """It runs on every `dvc repro`: no pydantic import, same files as the validated path writes."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code = ("import sys, json; from domainft.stages import run_stage; r = run_stage('fingerprint'); "
+            "print(json.dumps({'pydantic': 'pydantic' in sys.modules, 'config': 'domainft.config' in sys.modules, "
+            "'code': r['code'], 'base': r['base_source']}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
+                                    text=True).stdout)
+    assert out["pydantic"] is False and out["config"] is False
+    from domainft.config import load_params
+    from domainft.stages.fingerprint import run
+
+    monkeypatch.chdir(tmp_path)
+    full = run(load_params(tmp_path / "params.yaml"))
+    assert out["code"] == full["code"] and out["base"] == full["base_source"]
+    assert (tmp_path / "fingerprints" / "train.code").read_text().strip() == full["code"]["train"]
+    # a params file without the keys falls back to the validated load (and its defaults)
+    del params["base"]["revision"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out2 = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
+                                     text=True).stdout)
+    assert out2["config"] is True and out2["base"] == full["base_source"]
