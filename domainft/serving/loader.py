@@ -171,6 +171,32 @@ def download_mlflow_model(uri: str, tracking_uri: str, cache_dir: str | Path) ->
     return find_model_folder(target), name
 
 
+
+def _registered_base(adapter_dir: Path, base: str, tracking_uri: str, cache_dir: str | Path) -> Path:
+    """The base of a registered adapter whose ``base_model_name_or_path`` is not a local folder.
+
+    ``register`` writes ``domainft_base_ref.json`` (base registry URI and content hash) into a logged
+    adapter; the base is downloaded through the model cache like any registry model and its content
+    hash checked, so the adapter serves from any folder.
+
+    Raises:
+        ModelLoadError: no reference file, or the downloaded base has another content hash.
+    """
+    from domainft.hashing import folder_digest
+    from domainft.registry import BASE_REF_FILE
+
+    ref_file = adapter_dir / BASE_REF_FILE
+    if not ref_file.is_file():
+        raise ModelLoadError(f"adapter {adapter_dir} refers to base {base!r}, which is not a local model "
+                             "folder; serve with --model <base folder> --adapter <adapter folder>")
+    ref = json.loads(ref_file.read_text())
+    folder, _ = download_mlflow_model(ref["base_model_uri"], tracking_uri, cache_dir)
+    folder = find_model_folder(folder) if not (folder / "config.json").exists() else folder
+    if folder_digest(folder, skip=(DONE_MARKER,)) != ref["base_sha256"]:
+        raise ModelLoadError(f"base {ref['base_model_uri']} ({folder}) does not have the content hash "
+                             f"{ref['base_sha256'][:12]}... adapter {adapter_dir} was trained on")
+    return folder
+
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos or [])
@@ -265,8 +291,7 @@ def load_for_serving(spec: str, adapter: str | None = None, tracking_uri: str = 
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
         folder = Path(base)
         if not (folder / "config.json").exists():
-            raise ModelLoadError(f"adapter {adapter_dir} refers to base {base!r}, which is not a local model "
-                                 "folder; serve with --model <base folder> --adapter <adapter folder>")
+            folder = _registered_base(adapter_dir, base, tracking_uri, cache_dir)
     if adapter_dir is not None:
         if not (adapter_dir / "adapter_config.json").exists():
             raise ModelLoadError(f"{adapter_dir} has no adapter_config.json; not a PEFT adapter folder")

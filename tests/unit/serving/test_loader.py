@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from domainft.serving.loader import ModelLoadError, find_model_folder, load_for_serving
+from domainft.serving.loader import ModelLoadError, download_mlflow_model, find_model_folder, load_for_serving
 
 
 def _logits(model, ids=(1, 2, 3, 4, 5)):
@@ -151,3 +151,46 @@ def test_named_adapters_must_fit_the_base_and_each_other(tiny_model_dir, adapter
     loaded = load_for_serving(str(tiny_model_dir), adapters={"a": str(adapter_dir), "b": str(adapter_dir)})
     assert sorted(loaded.adapters) == ["a", "b"] and loaded.adapters["a"].eos_ids == [2]
     assert sorted(loaded.model.peft_config) == ["a", "b"]  # one base, two unmerged adapters
+
+
+def test_registered_adapter_serves_from_any_folder_with_its_base_checked(tiny_model_dir, adapter_dir, tmp_path,
+                                                                          monkeypatch):
+    """A logged adapter's base_model_name_or_path is relative to the project (``models/base``): served
+    from elsewhere by registry URI, its base comes from the registry by content hash."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from domainft.config import parse_params
+    from domainft.registry import BASE_REF_FILE, register
+
+    project = tmp_path / "project"
+    (project / "metrics").mkdir(parents=True)
+    (project / "metrics" / "eval.json").write_text(json.dumps({"rouge_l": {"base": 0.1, "tuned": 0.3}}))
+    (project / "metrics" / "merge.json").write_text(json.dumps({"passed": True}))
+    (project / "models").mkdir()
+    shutil.copytree(tiny_model_dir, project / "models" / "base")
+    shutil.copytree(adapter_dir, project / "models" / "adapter")
+    cfg_file = project / "models" / "adapter" / "adapter_config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "base_model_name_or_path": "models/base"}))
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(project)
+    register(parse_params({"domain": {"name": "bank"}, "register": {"log_model": "adapter"}}))
+    store = f"sqlite:///{project}/mlflow.db"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_for_serving("models:/domainft-bank/1", tracking_uri=store, cache_dir=str(elsewhere / "cache"))
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir).eval()
+    assert (_logits(loaded.model) - _logits(reference)).abs().max().item() < 1e-4
+    assert loaded.folder.is_relative_to(elsewhere / "cache")  # the base came from the registry
+
+    # a base whose content differs from the hash recorded at registration is refused
+    shutil.rmtree(elsewhere / "cache")
+    adapter_cached, _ = download_mlflow_model("models:/domainft-bank/1", store, elsewhere / "cache")
+    ref_file = next(adapter_cached.rglob(BASE_REF_FILE))
+    ref = json.loads(ref_file.read_text())
+    ref_file.write_text(json.dumps({**ref, "base_sha256": "0" * 64}))
+    with pytest.raises(ModelLoadError, match="content hash"):
+        load_for_serving("models:/domainft-bank/1", tracking_uri=store, cache_dir=str(elsewhere / "cache"))
