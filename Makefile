@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 # llama.cpp for `domainft export gguf` / `serve --backend llamacpp`. PyPI has no cp311 wheel, so pip builds the
-# sdist (about 10 min on 2 cores; pip caches the wheel). A native build segfaults at the first decode on AMX
+# sdist (about 10 min on 2 quiet cores, 30 under load 5-8; pip caches the wheel). A native build segfaults at the first decode on AMX
 # CPUs (issue 18), hence the named instruction sets. Best effort: if it fails, install goes on and the
 # llama.cpp tests skip, saying why.
 LLAMA_CPP_VERSION ?= 0.3.36
