@@ -44,6 +44,8 @@ class Stage:
         metrics: small JSON files it writes (git-tracked, ``cache: false``).
         plots: ``(path, options)`` pairs (git-tracked, ``cache: false``).
         base_source: depends on the content of ``base.source`` (the base stage).
+        review: depends on the content of ``preference.review_path`` (the human verdicts; a file
+            that may not exist yet, so DVC cannot list it as a dep: the fingerprint stage hashes it).
         always_changed: runs on every ``dvc repro`` (the fingerprint stage, which costs < 1 s).
     """
 
@@ -54,6 +56,7 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[tuple[str, dict[str, Any]], ...] = ()
     base_source: bool = False
+    review: bool = False
     always_changed: bool = False
 
     @property
@@ -61,8 +64,11 @@ class Stage:
         return f"{PACKAGE}.stages.{self.name}"
 
 
+# training's long-source policy, which evaluation applies to its prompts (domainft.modeling.chat.SourcePolicy)
+SOURCE_POLICY_KEYS = ("train.max_seq_length", "train.overlong", "train.source_cut")
 STAGES: tuple[Stage, ...] = (
-    Stage("fingerprint", params=("base.source", "base.revision"), outs=(FINGERPRINT_DIR,), always_changed=True),
+    Stage("fingerprint", params=("base.source", "base.revision", "preference.review_path"), outs=(FINGERPRINT_DIR,),
+          always_changed=True),
     Stage("prepare", params=("domain.system_prompt", "prepare"), deps=("data/raw",), outs=("data/processed",),
           metrics=("metrics/prepare.json",)),
     Stage("split", params=("split", "prepare.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram",
@@ -75,8 +81,8 @@ STAGES: tuple[Stage, ...] = (
           plots=(("metrics/plots/train_loss.csv", {"x": "step", "y": "loss"}),)),
     Stage("merge", params=("merge",), deps=("models/base", "models/adapter", "data/splits/val.jsonl"),
           outs=("models/merged",), metrics=("metrics/merge.json",)),
-    Stage("evaluate", params=("domain.seed", "domain.system_prompt", "base.out_dir", "merge.out_dir", "evaluate", "prepare.dedup.threshold",
-                              "prepare.dedup.ngram"),
+    Stage("evaluate", params=("domain.seed", "domain.system_prompt", "base.out_dir", "merge.out_dir", "evaluate",
+                              "prepare.dedup.threshold", "prepare.dedup.ngram", *SOURCE_POLICY_KEYS),
           deps=("models/base", "models/merged", "data/splits/test.jsonl", "data/splits/train.jsonl",
                 "data/splits/val.jsonl"),
           outs=("metrics/predictions.jsonl", "metrics/report.html", "metrics/judge_replies.jsonl"),
@@ -84,10 +90,10 @@ STAGES: tuple[Stage, ...] = (
           plots=(("metrics/plots/eval_per_metric.json", {"template": "bar_horizontal", "x": "value", "y": "label"}),
                  ("metrics/plots/answer_lengths.csv", {}))),
     Stage("preference", params=("domain.seed", "domain.system_prompt", "preference", "merge", "evaluate",
-                                "base.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram"),
+                                "base.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram", *SOURCE_POLICY_KEYS),
           deps=("models/base", "models/merged", "metrics/predictions.jsonl", "data/splits/test.jsonl",
                 "data/splits/train.jsonl", "data/splits/val.jsonl"),
-          outs=("models/dpo_merged",), metrics=("metrics/preference.json",)),
+          outs=("models/dpo_merged",), metrics=("metrics/preference.json",), review=True),
     Stage("register", params=("domain.name", "register", "preference"),
           deps=("models/merged", "metrics/eval.json", "metrics/merge.json", "metrics/train.json",
                 "metrics/split.json", "metrics/preference.json", "models/dpo_merged"),
@@ -184,6 +190,8 @@ def stage_entry(s: Stage, kind: Literal["repo", "project"], package_dir: Path = 
     deps = list(s.deps)
     if s.base_source:
         deps.append(f"{FINGERPRINT_DIR}/base_source.json")
+    if s.review:
+        deps.append(f"{FINGERPRINT_DIR}/review.json")
     if s.name != "fingerprint":
         deps += code_files(s.name, package_dir) if kind == "repo" else [f"{FINGERPRINT_DIR}/{s.name}.code"]
     if deps:
@@ -225,12 +233,14 @@ def write_dvc_yamls(repo_root: Path) -> list[Path]:
     return [p for p, _ in out]
 
 
-def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = FINGERPRINT_DIR) -> dict[str, Any]:
-    """The fingerprint stage's outputs: ``<stage>.code`` per stage and ``base_source.json``.
+def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = FINGERPRINT_DIR,
+                       review_path: str | None = None) -> dict[str, Any]:
+    """The fingerprint stage's outputs: ``<stage>.code`` per stage, ``base_source.json``, ``review.json``.
 
-    ``source`` and ``revision`` are params ``base.source`` and ``base.revision``. Files whose content
-    is unchanged are not rewritten (DVC then sees nothing new downstream). Returns
-    ``{"code": {stage: sha256}, "base_source": {...}}``.
+    ``source`` and ``revision`` are params ``base.source`` and ``base.revision``; ``review_path`` is
+    ``preference.review_path`` (``review.json`` holds its sha256, or null while it does not exist).
+    Files whose content is unchanged are not rewritten (DVC then sees nothing new downstream).
+    Returns ``{"code": {stage: sha256}, "base_source": {...}, "review": {...}}``.
     """
     from domainft.atomic import write_text_atomic
 
@@ -238,14 +248,17 @@ def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = 
     cache = load_hash_cache()
     code = {s.name: code_fingerprint(s.name, cache=cache) for s in STAGES if s.name != "fingerprint"}
     base = base_source_fingerprint(source, revision, cache)
+    review = {"path": review_path,
+              "sha256": file_sha256(review_path, cache) if review_path and Path(review_path).is_file() else None}
     files = {f"{n}.code": h + "\n" for n, h in code.items()}
     files["base_source.json"] = json.dumps(base, indent=2, sort_keys=True) + "\n"
+    files["review.json"] = json.dumps(review, indent=2, sort_keys=True) + "\n"
     for rel, text in files.items():
         path = out / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
     save_hash_cache(cache)
-    return {"code": code, "base_source": base}
+    return {"code": code, "base_source": base, "review": review}
 
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.getcwd())

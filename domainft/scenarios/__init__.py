@@ -55,6 +55,8 @@ mlartifacts/
 /metrics/retention.jsonl
 /fingerprints
 /serving/
+# domainft export gguf: GGUF files of hundreds of MB
+/models/gguf/
 """
 
 

@@ -3,11 +3,12 @@
 Writes ``fingerprints/<stage>.code`` (sha256 of the domainft files the stage runs, see
 :func:`domainft.pipeline.code_fingerprint`) and ``fingerprints/base_source.json``
 (:func:`domainft.pipeline.base_source_fingerprint`); the other stages depend on them, so a new
-library version or new base weights rerun exactly what they touch. Reads params ``base.source``
-and ``base.revision``.
+library version or new base weights rerun exactly what they touch. ``fingerprints/review.json``
+hashes ``preference.review_path`` (new human verdicts rerun the preference stage). Reads params
+``base.source``, ``base.revision`` and ``preference.review_path``.
 
 Because DVC runs this stage on every ``dvc repro``, it is kept cheap: :func:`run_from_file` reads the
-two keys with yaml's C loader instead of validating the whole params file (the stages that use
+three keys with yaml's C loader instead of validating the whole params file (the stages that use
 params validate it), and parsed imports and file hashes are cached in ``.dvc/tmp``.
 """
 from __future__ import annotations
@@ -20,27 +21,30 @@ from domainft.pipeline import FINGERPRINT_DIR, write_fingerprints
 
 def run(params) -> dict:
     """Write the fingerprint files (unchanged files are left alone); returns their contents."""
-    return write_fingerprints(params.base.source, params.base.revision, FINGERPRINT_DIR)
+    return write_fingerprints(params.base.source, params.base.revision, FINGERPRINT_DIR,
+                              params.preference.review_path)
 
 
 def run_from_file(params_path: str | Path) -> dict[str, Any]:
-    """:func:`run` reading only ``base.source`` and ``base.revision`` from ``params_path``.
+    """:func:`run` reading only ``base.source``, ``base.revision`` and ``preference.review_path``.
 
     Falls back to the full validated load (:func:`domainft.config.load_params`, which names a bad
-    key) when the file does not parse or either key is absent, so the values used are the ones
-    every other stage would see.
+    key) when the file does not parse or a key is absent, so the values used are the ones every
+    other stage would see.
     """
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with open(params_path, encoding="utf-8") as f:
-            base = (yaml.load(f, Loader=loader) or {}).get("base")
-        source, revision = base["source"], base["revision"]
-        if not isinstance(source, str) or not (revision is None or isinstance(revision, str)):
+            raw = yaml.load(f, Loader=loader) or {}
+        source, revision = raw["base"]["source"], raw["base"]["revision"]
+        review = raw["preference"]["review_path"]
+        if not isinstance(source, str) or not isinstance(review, str) or \
+                not (revision is None or isinstance(revision, str)):
             raise TypeError
     except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         from domainft.config import load_params
 
         return run(load_params(params_path))
-    return write_fingerprints(source, revision, FINGERPRINT_DIR)
+    return write_fingerprints(source, revision, FINGERPRINT_DIR, review)

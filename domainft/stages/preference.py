@@ -53,6 +53,7 @@ def run(params: Params) -> dict:
     if not fid["passed"]:
         raise MergeFidelityError(f"DPO-merged model differs from SFT+DPO adapter: {fid}")
     from domainft.evaluation.run import evaluate
+    from domainft.modeling.chat import SourcePolicy
 
     def _eval(reference_dir: str, out: Path) -> dict:
         out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,8 @@ def run(params: Params) -> dict:
             "replies_path": str(out / "judge_replies.jsonl")})})
         e = evaluate(reference_dir, merged, ev.test_path, ev, seed=params.domain.seed, out_dir=out,
                      dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
-                     system_prompt=params.domain.system_prompt)
+                     system_prompt=params.domain.system_prompt,
+                     source_policy=SourcePolicy.from_params(params.train, ev.max_new_tokens))
         return {k: v for k, v in e.items() if isinstance(v, (int, float, str))}
 
     vs_sft = _eval(params.merge.out_dir, OUT)

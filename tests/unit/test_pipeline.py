@@ -151,7 +151,7 @@ def test_persistent_import_cache_follows_edits(tmp_path):
     assert sorted(code_modules("domainft.a", pkg, cache)) == ["domainft", "domainft.a", "domainft.b"]
 
 
-def test_fingerprint_stage_reads_two_keys_without_validating_the_whole_params_file(tmp_path, monkeypatch):
+def test_fingerprint_stage_reads_three_keys_without_validating_the_whole_params_file(tmp_path, monkeypatch):
     """It runs on every `dvc repro`: no pydantic import, same files as the validated path writes."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -174,3 +174,26 @@ def test_fingerprint_stage_reads_two_keys_without_validating_the_whole_params_fi
     out2 = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True,
                                      text=True).stdout)
     assert out2["config"] is True and out2["base"] == full["base_source"]
+
+
+def test_new_human_verdicts_rerun_the_preference_stage_through_the_review_fingerprint(tmp_path, monkeypatch):
+    """The review file may not exist (no verdicts yet), so DVC cannot list it; its hash is a dep."""
+    from domainft.stages.fingerprint import run_from_file
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    review_fp = tmp_path / "fingerprints" / "review.json"
+    assert run_from_file("params.yaml")["review"] == {"path": "metrics/review.json", "sha256": None}
+    none_yet = review_fp.read_text()
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "review.json").write_text('{"human.verdicts": {"1": "tuned"}}')
+    first = run_from_file("params.yaml")["review"]["sha256"]
+    assert len(first) == 64 and review_fp.read_text() != none_yet
+    (tmp_path / "metrics" / "review.json").write_text('{"human.verdicts": {"1": "tuned", "2": "base"}}')
+    assert run_from_file("params.yaml")["review"]["sha256"] != first
+    for kind in ("repo", "project"):
+        stages = yaml.safe_load(render_dvc_yaml(kind))["stages"]
+        users = {n for n, st in stages.items() if "fingerprints/review.json" in st.get("deps", [])}
+        assert users == {"preference"}, kind
+        assert {"train.max_seq_length", "train.overlong", "train.source_cut"} <= set(stages["evaluate"]["params"])
