@@ -302,17 +302,25 @@ def _register_dpo(mlflow, params: Params, sft: dict, pref: dict) -> dict:
         mlflow.log_artifacts(params.preference.merged_dir, "model")
         source = f"{run.info.artifact_uri}/model"
     version_tags = {"domainft.fingerprint": fp, **tags}
+    version_tags.update(metric_tags(metrics))
+    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
+    client.set_registered_model_alias(name, ALIAS_CHALLENGER_DPO, mv.version)
+    return {**result, "version": int(mv.version), "run_id": run.info.run_id, "created": True}
+
+
+def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """Version tags ``metric.<key>.<base|tuned|delta>`` (KEY_METRICS) and ``metric.<key>`` (GATE_METRICS),
+    6 significant digits, for the metrics present in ``metrics`` (flat, ``eval.``-prefixed keys)."""
+    tags = {}
     for key in KEY_METRICS:
         for side in ("base", "tuned", "delta"):
             v = metrics.get(f"eval.{key}.{side}")
             if v is not None:
-                version_tags[f"metric.{key}.{side}"] = f"{v:.6g}"
+                tags[f"metric.{key}.{side}"] = f"{v:.6g}"
     for key in GATE_METRICS:
         if key in metrics:
-            version_tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
-    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
-    client.set_registered_model_alias(name, ALIAS_CHALLENGER_DPO, mv.version)
-    return {**result, "version": int(mv.version), "run_id": run.info.run_id, "created": True}
+            tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
+    return tags
 
 
 def _ensure_registered_model(client, mlflow, name: str, description: str) -> None:
@@ -426,14 +434,7 @@ def _register(mlflow, params: Params) -> dict:
     if base_ref:
         version_tags.update({"domainft.base_sha256": base_ref["base_sha256"],
                              "domainft.base_model_uri": base_ref["base_model_uri"]})
-    for key in KEY_METRICS:
-        for side in ("base", "tuned", "delta"):
-            v = metrics.get(f"eval.{key}.{side}")
-            if v is not None:
-                version_tags[f"metric.{key}.{side}"] = f"{v:.6g}"
-    for key in GATE_METRICS:
-        if key in metrics:
-            version_tags[f"metric.{key}"] = f"{metrics[key]:.6g}"
+    version_tags.update(metric_tags(metrics))
     mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags)
     first = _versions_of(client, name, "domainft.fingerprint", fp)[0]
     if int(first.version) < int(mv.version):  # a concurrent register (another store than SQLite) won

@@ -100,7 +100,45 @@ class _Row:
     generator: torch.Generator | None = None
 
 
-class Engine:
+class QueuedWorker:
+    """The lifecycle both generation backends share: a request queue drained by one worker thread.
+
+    Subclasses set ``_queue`` (a bounded ``queue.Queue``), ``_stop``, ``_thread``, ``_lock``,
+    ``_unfinished`` in ``__init__``, and define ``_loop`` (the worker) and ``thread_name``.
+    """
+
+    thread_name = "domainft-engine"
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    def _enqueue(self, req: "GenRequest") -> None:
+        """Queue ``req`` without blocking; :class:`EngineOverloaded` when ``max_queue`` are waiting."""
+        if not self.alive:
+            raise EngineUnavailable("generation engine is not running")
+        with self._lock:
+            try:
+                self._queue.put_nowait(req)
+            except queue.Full:
+                raise EngineOverloaded(f"{self._queue.maxsize} requests already waiting") from None
+            self._unfinished += 1
+
+    def _loop(self) -> None:  # pragma: no cover - every subclass defines its worker
+        raise NotImplementedError
+
+
+class Engine(QueuedWorker):
     """Owns the model; requests go through :meth:`submit`, results come back via ``on_event``.
 
     Args:
@@ -134,20 +172,6 @@ class Engine:
         self.steps = 0
 
     # ------------------------------------------------------------------ lifecycle / API
-    def start(self) -> "Engine":
-        self._thread = threading.Thread(target=self._loop, name="domainft-engine", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
     def stats(self) -> dict:
         """Counts: ``queued`` waiting, ``running`` admitted and unfinished, the two bounds, and
         ``steps``, forward passes so far (prefills + decode steps)."""
@@ -174,16 +198,9 @@ class Engine:
             EngineUnavailable: the engine is not running.
             ValueError: ``req.adapter`` names no loaded adapter.
         """
-        if not self.alive:
-            raise EngineUnavailable("generation engine is not running")
         if req.adapter is not None and req.adapter not in self.adapters:
             raise ValueError(f"adapter {req.adapter!r} is not loaded (loaded: {sorted(self.adapters)})")
-        with self._lock:
-            try:
-                self._queue.put_nowait(req)
-            except queue.Full:
-                raise EngineOverloaded(f"{self._queue.maxsize} requests already waiting") from None
-            self._unfinished += 1
+        self._enqueue(req)
 
     # ------------------------------------------------------------------ worker
     def _loop(self) -> None:

@@ -22,15 +22,14 @@ import logging
 import queue
 import random
 import threading
-import time
 
 from domainft.serving.decoding import StopScanner
-from domainft.serving.engine import EngineOverloaded, EngineUnavailable, Event, GenRequest, _notify
+from domainft.serving.engine import Event, GenRequest, QueuedWorker, _notify
 
 log = logging.getLogger(__name__)
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(QueuedWorker):
     """Generates with llama.cpp from a GGUF file; one request at a time, the rest queued.
 
     Args:
@@ -43,6 +42,7 @@ class LlamaCppEngine:
 
     max_batch_size = 1
     adapters: frozenset[str] = frozenset()
+    thread_name = "domainft-llamacpp"
 
     def __init__(self, llm, tokenizer, eos_ids: list[int], max_queue: int = 64, max_model_len: int = 2048):
         self.llm, self.tokenizer = llm, tokenizer
@@ -56,41 +56,14 @@ class LlamaCppEngine:
         self._running = 0
         self.steps = 0  # llama.cpp decode calls: one per prompt plus one per generated token
 
-    def start(self) -> "LlamaCppEngine":
-        self._thread = threading.Thread(target=self._loop, name="domainft-llamacpp", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
-
     def stats(self) -> dict:
         return {"queued": self._queue.qsize(), "running": self._running, "max_queue": self._queue.maxsize,
                 "max_batch_size": 1, "steps": self.steps, "backend": "llamacpp"}
 
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        end = time.monotonic() + timeout
-        while self._unfinished and time.monotonic() < end:
-            time.sleep(0.01)
-        return self._unfinished == 0
-
     def submit(self, req: GenRequest) -> None:
-        if not self.alive:
-            raise EngineUnavailable("generation engine is not running")
         if req.adapter is not None:
             raise ValueError(f"adapter {req.adapter!r} is not loaded (the llama.cpp backend serves one model)")
-        with self._lock:
-            try:
-                self._queue.put_nowait(req)
-            except queue.Full:
-                raise EngineOverloaded(f"{self._queue.maxsize} requests already waiting") from None
-            self._unfinished += 1
+        self._enqueue(req)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

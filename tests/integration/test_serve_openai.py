@@ -11,22 +11,19 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
 
+from loopback import free_port, running
 from domainft.config import Params
 from domainft.modeling.chat import encode_prompt
 from domainft.serving.app import build_app
-from domainft.serving.http import uvicorn_config
 
 pytestmark = pytest.mark.integration
 MODEL = "domainft-test"
@@ -34,27 +31,6 @@ KEY_ENV = "DOMAINFT_TEST_SERVE_KEY"
 USER = [{"role": "user", "content": "How do I block my card?"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _running(app, serve_params=None):
-    """Serve ``app`` on a free loopback port with the same uvicorn settings as `domainft serve`."""
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", _free_port(), serve_params or Params().serve, "warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def _params(**serve) -> Params:
@@ -96,7 +72,7 @@ def _derived_model(src: Path, dst: Path, edit) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    with _running(build_app(_params(max_batch_size=4), str(tiny_model_dir))) as url:
+    with running(build_app(_params(max_batch_size=4), str(tiny_model_dir))) as url:
         yield url
 
 
@@ -160,7 +136,7 @@ def eot_server(tiny_model_dir, tmp_path_factory, tok):
 
     folder = _derived_model(tiny_model_dir, tmp_path_factory.mktemp("eot") / "m", edit)
     assert _greedy(folder, prompt, 1) == [eot]
-    with _running(build_app(_params(), str(folder))) as url:
+    with running(build_app(_params(), str(folder))) as url:
         yield url
 
 
@@ -190,7 +166,7 @@ def eos_server(tiny_model_dir, tmp_path_factory, tok):
     k = next(i for i in range(3, 12) if ref[i] not in ref[:i])
     cfg = json.loads((folder / "generation_config.json").read_text())
     (folder / "generation_config.json").write_text(json.dumps({**cfg, "eos_token_id": [2, ref[k]]}))
-    with _running(build_app(_params(), str(folder))) as url:
+    with running(build_app(_params(), str(folder))) as url:
         yield url, ref, k
 
 
@@ -277,7 +253,7 @@ def test_bad_seed_and_deep_json_get_400_and_leave_concurrent_requests_untouched(
 @pytest.fixture(scope="module")
 def strict_server(tiny_model_dir):
     p = _params(header_timeout_s=1.0, body_timeout_s=1.5)
-    with _running(build_app(p, str(tiny_model_dir)), p.serve) as url:
+    with running(build_app(p, str(tiny_model_dir)), p.serve) as url:
         yield url
 
 
@@ -356,7 +332,7 @@ def two_adapters(tiny_model_dir, tmp_path_factory):
     legal = _adapter(tiny_model_dir, root / "legal", 2, ["gate_proj", "up_proj", "down_proj"], LEGAL_SYSTEM)
     p = _params(max_batch_size=8)
     app = build_app(p, str(tiny_model_dir), adapters={"bank": str(bank[0]), "legal": str(legal[0])})
-    with _running(app) as url:
+    with running(app) as url:
         yield url, {"bank": bank[1], "legal": legal[1], f"{MODEL}-base": tiny_model_dir}
 
 
@@ -409,7 +385,7 @@ def test_api_key_auth(tiny_model_dir):
         app = build_app(_params(api_key_env=KEY_ENV), str(tiny_model_dir))
     finally:
         del os.environ[KEY_ENV]
-    with _running(app) as url:
+    with running(app) as url:
         with pytest.raises(openai.AuthenticationError) as info:
             _client(url, "wrong").chat.completions.create(model=MODEL, messages=USER, max_tokens=2)
         assert info.value.status_code == 401 and info.value.body["code"] == "invalid_api_key"
@@ -423,7 +399,7 @@ def test_api_key_auth(tiny_model_dir):
 
 def test_full_queue_answers_503_with_retry_after(tiny_model_dir):
     app = build_app(_params(max_queue=1, max_batch_size=1, max_new_tokens_limit=900, retry_after_s=2), str(tiny_model_dir))
-    with _running(app) as url:
+    with running(app) as url:
         body = {"model": MODEL, "messages": USER, "max_tokens": 400, "temperature": 0}
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda _: httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120), range(6)))
@@ -461,7 +437,7 @@ def test_cli_serves_mlflow_alias(tiny_model_dir, tmp_path):
     client.set_registered_model_alias(MODEL, "champion", mv.version)
     (tmp_path / "params.yaml").write_text(f"serve:\n  cache_dir: {tmp_path / 'cache'}\n  max_batch_size: 2\n"
                                           "  max_new_tokens_limit: 2000\n")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([sys.executable, "-m", "domainft.cli", "serve", "--model", f"models:/{MODEL}@champion",
                              "--port", str(port), "--params", str(tmp_path / "params.yaml")],

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from loopback import free_port, running
 from domainft.config import Params
 from domainft.modeling.chat import encode_prompt
 from domainft.serving import gguf as g
@@ -33,30 +30,6 @@ MODEL = "domainft-test"
 USER = [{"role": "user", "content": "How do I block my card?"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _running(app):
-    import uvicorn
-
-    from domainft.serving.http import uvicorn_config
-
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", _free_port(), Params().serve, "warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def _params() -> Params:
@@ -81,7 +54,7 @@ def server(export_dir):
     from domainft.serving.app import build_app
 
     app = build_app(_params(), str(export_dir / "model"), backend="auto")  # finds <model>/../gguf
-    with _running(app) as url:
+    with running(app) as url:
         yield url
 
 
