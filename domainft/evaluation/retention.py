@@ -18,58 +18,10 @@
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import re
 from pathlib import Path
 
-from domainft.errors import DomainftError
-
-
-class RetentionDataError(DomainftError, ValueError):
-    """The general held-out file is missing or holds no usable record."""
-
-
-def load_general(path: str | Path, max_samples: int, seed: int = 0) -> list[dict]:
-    """Records of a general held-out file: alpaca JSON/JSONL (instruction, input, output) or
-    canonical JSONL (``messages`` ending with an assistant turn).
-
-    Args:
-        max_samples: keep this many, chosen by a seeded hash of each record's text (0 = all); the
-            same file and seed give the same sample.
-
-    Returns:
-        ``[{"id": "g<i>", "messages": [user, assistant]}]`` (canonical form).
-
-    Raises:
-        RetentionDataError: missing file, unreadable JSON, or no record with a non-empty answer.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RetentionDataError(f"evaluate.retention.path: file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
-    except json.JSONDecodeError as err:
-        raise RetentionDataError(f"evaluate.retention.path: {path} is not JSON or JSONL ({err.msg})") from None
-    records = []
-    for i, r in enumerate(raw):
-        if isinstance(r, dict) and isinstance(r.get("messages"), list) and r["messages"] \
-                and r["messages"][-1].get("role") == "assistant" and str(r["messages"][-1].get("content", "")).strip():
-            msgs = r["messages"]
-        elif isinstance(r, dict) and str(r.get("output", "")).strip() and str(r.get("instruction", "")).strip():
-            q = r["instruction"] + (("\n\n" + r["input"]) if str(r.get("input", "")).strip() else "")
-            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": r["output"]}]
-        else:
-            continue
-        records.append({"id": f"g{i}", "messages": msgs})
-    if not records:
-        raise RetentionDataError(f"evaluate.retention.path: {path} holds no record with an answer")
-    if max_samples and len(records) > max_samples:
-        def key(rec):
-            return hashlib.sha256(f"{seed}:{json.dumps(rec['messages'], sort_keys=True)}".encode()).hexdigest()
-        records = sorted(sorted(records, key=key)[:max_samples], key=lambda r: int(r["id"][1:]))
-    return records
+from domainft.evaluation.general_set import RetentionDataError, general_messages, load_general  # noqa: F401
 
 
 def declines(answer: str, patterns: list[str]) -> bool:
