@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domainft.errors import DomainftError
 
@@ -161,6 +161,25 @@ class PrepareParams(_Section):
 
 
 # ----------------------------------------------------------------------------- split
+class GeneralMixParams(_Section):
+    """General instruction data added to the train split only (domainft/data/general_mix.py).
+
+    ``weight`` x the domain train records are drawn (seeded) from ``path`` (alpaca JSON/JSONL or any
+    schema prepare reads), cleaned like the raw data, excluding the records of the
+    ``evaluate.retention`` sample; val and test stay domain-only. ``weight: 0`` = off (the split is
+    byte for byte what it is without this block).
+    """
+
+    path: str = ""  # e.g. ../shared/real-data/alpaca_5000.json; "" = off
+    weight: float = Field(0.0, ge=0, le=10)  # mixed records = round(weight x domain train records)
+    seed: int = 42  # orders the candidates: sha256(f"{seed}:{content key}")
+
+    @field_validator("path")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+
 class SplitParams(_Section):
     """Hash-based, group-aware split (domainft/data/split.py)."""
 
@@ -172,6 +191,13 @@ class SplitParams(_Section):
     stratify_field: str | None = None  # meta field (e.g. category) reported per split and salted per value
     salt: str = "domainft"
     out_dir: str = "data/splits"
+    general_mix: GeneralMixParams = GeneralMixParams()
+
+    @model_validator(mode="after")
+    def _mix_needs_a_file(self) -> "SplitParams":
+        if self.general_mix.weight > 0 and not self.general_mix.path:
+            raise ValueError("general_mix.weight > 0 needs general_mix.path (a general instruction file)")
+        return self
 
 
 # ----------------------------------------------------------------------------- base

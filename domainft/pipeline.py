@@ -46,6 +46,8 @@ class Stage:
         base_source: depends on the content of ``base.source`` (the base stage).
         review: depends on the content of ``preference.review_path`` (the human verdicts; a file
             that may not exist yet, so DVC cannot list it as a dep: the fingerprint stage hashes it).
+        general_mix: depends on the content of ``split.general_mix.path`` (a params path that may
+            be "" (off): hashed by the fingerprint stage into ``fingerprints/general_mix.json``).
         always_changed: runs on every ``dvc repro`` (the fingerprint stage, which costs < 1 s).
     """
 
@@ -57,6 +59,7 @@ class Stage:
     plots: tuple[tuple[str, dict[str, Any]], ...] = ()
     base_source: bool = False
     review: bool = False
+    general_mix: bool = False
     always_changed: bool = False
 
     @property
@@ -66,14 +69,18 @@ class Stage:
 
 # training's long-source policy, which evaluation applies to its prompts (domainft.modeling.chat.SourcePolicy)
 SOURCE_POLICY_KEYS = ("train.max_seq_length", "train.overlong", "train.source_cut")
+# what split.general_mix reads besides its own block: prepare's cleaning policy, the retention sample it excludes
+GENERAL_MIX_KEYS = ("prepare.clean", "prepare.pii", "prepare.on_error", "prepare.repair_roles", "evaluate.retention",
+                    "domain.seed")
 STAGES: tuple[Stage, ...] = (
-    Stage("fingerprint", params=("base.source", "base.revision", "preference.review_path"), outs=(FINGERPRINT_DIR,),
-          always_changed=True),
+    Stage("fingerprint", params=("base.source", "base.revision", "preference.review_path", "split.general_mix.path"),
+          outs=(FINGERPRINT_DIR,), always_changed=True),
     Stage("prepare", params=("domain.system_prompt", "prepare"), deps=("data/raw",), outs=("data/processed",),
           metrics=("metrics/prepare.json",)),
     Stage("split", params=("split", "prepare.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram",
-                           "prepare.dedup.prompt_clusters"),
-          deps=("data/processed/records.jsonl",), outs=("data/splits",), metrics=("metrics/split.json",)),
+                           "prepare.dedup.prompt_clusters", *GENERAL_MIX_KEYS),
+          deps=("data/processed/records.jsonl",), outs=("data/splits",), metrics=("metrics/split.json",),
+          general_mix=True),
     Stage("base", params=("base",), outs=("models/base",), metrics=("metrics/base.json",), base_source=True),
     Stage("train", params=("domain.seed", "train"),
           deps=("data/splits/train.jsonl", "data/splits/val.jsonl", "models/base"),
@@ -192,6 +199,8 @@ def stage_entry(s: Stage, kind: Literal["repo", "project"], package_dir: Path = 
         deps.append(f"{FINGERPRINT_DIR}/base_source.json")
     if s.review:
         deps.append(f"{FINGERPRINT_DIR}/review.json")
+    if s.general_mix:
+        deps.append(f"{FINGERPRINT_DIR}/general_mix.json")
     if s.name != "fingerprint":
         deps += code_files(s.name, package_dir) if kind == "repo" else [f"{FINGERPRINT_DIR}/{s.name}.code"]
     if deps:
@@ -234,13 +243,16 @@ def write_dvc_yamls(repo_root: Path) -> list[Path]:
 
 
 def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = FINGERPRINT_DIR,
-                       review_path: str | None = None) -> dict[str, Any]:
-    """The fingerprint stage's outputs: ``<stage>.code`` per stage, ``base_source.json``, ``review.json``.
+                       review_path: str | None = None, general_mix_path: str | None = None) -> dict[str, Any]:
+    """The fingerprint stage's outputs: ``<stage>.code`` per stage, ``base_source.json``,
+    ``review.json``, ``general_mix.json``.
 
     ``source`` and ``revision`` are params ``base.source`` and ``base.revision``; ``review_path`` is
-    ``preference.review_path`` (``review.json`` holds its sha256, or null while it does not exist).
+    ``preference.review_path`` (``review.json`` holds its sha256, or null while it does not exist);
+    ``general_mix_path`` is ``split.general_mix.path`` (``general_mix.json``: ``{"path", "sha256"}``,
+    sha256 null for "" (off) or a missing file, which the split stage then reports).
     Files whose content is unchanged are not rewritten (DVC then sees nothing new downstream).
-    Returns ``{"code": {stage: sha256}, "base_source": {...}, "review": {...}}``.
+    Returns ``{"code": {stage: sha256}, "base_source": {...}, "review": {...}, "general_mix": {...}}``.
     """
     from domainft.atomic import write_text_atomic
 
@@ -248,17 +260,18 @@ def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = 
     cache = load_hash_cache()
     code = {s.name: code_fingerprint(s.name, cache=cache) for s in STAGES if s.name != "fingerprint"}
     base = base_source_fingerprint(source, revision, cache)
-    review = {"path": review_path,
-              "sha256": file_sha256(review_path, cache) if review_path and Path(review_path).is_file() else None}
+    review, general = ({"path": p, "sha256": file_sha256(p, cache) if p and Path(p).is_file() else None}
+                       for p in (review_path, general_mix_path or ""))
     files = {f"{n}.code": h + "\n" for n, h in code.items()}
     files["base_source.json"] = json.dumps(base, indent=2, sort_keys=True) + "\n"
     files["review.json"] = json.dumps(review, indent=2, sort_keys=True) + "\n"
+    files["general_mix.json"] = json.dumps(general, indent=2, sort_keys=True) + "\n"
     for rel, text in files.items():
         path = out / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
     save_hash_cache(cache)
-    return {"code": code, "base_source": base, "review": review}
+    return {"code": code, "base_source": base, "review": review, "general_mix": general}
 
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.getcwd())

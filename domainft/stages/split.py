@@ -4,6 +4,12 @@ Reads params ``split`` and ``prepare.out_dir`` / ``prepare.dedup`` (threshold, n
 prompt_clusters for the leakage check) and ``prepare.workers`` (not 1: the leakage check uses a
 second process); see :mod:`domainft.data.split`. The split files hold the lines of records.jsonl
 unchanged, in its order within each split.
+
+With ``split.general_mix.weight`` > 0, general instruction records (:mod:`domainft.data.general_mix`,
+which also reads ``prepare.clean`` / ``pii`` / ``on_error`` / ``repair_roles``, ``evaluate.retention``
+and ``domain.seed``) follow the domain records in ``train.jsonl`` only, their rejects go to
+``general_rejects.jsonl`` and their counts to ``general_mix`` in metrics/split.json (``sizes`` and
+``fractions`` stay those of the domain records). With weight 0 nothing of it is read or written.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import time
 from pathlib import Path
 
 from domainft.atomic import atomic_dir, check_complete, write_manifest
+from domainft.data.general_mix import mix_general
 from domainft.data.prepare import read_records_and_lines
 from domainft.data.pool import process_pool
 from domainft.data.split import assign, conversation_leaks_of_file, leakage
@@ -35,11 +42,13 @@ def run(params) -> dict:
     and near duplicates, :func:`~domainft.data.split.conversation_leaks_of_file`) from the start,
     while this one reads, assigns, writes and checks the rest.
 
-    The three files are written in a temporary folder renamed onto ``split.out_dir``, with
-    ``MANIFEST.json`` (their sizes) last.
+    The three files (and ``general_rejects.jsonl`` with the general mix on; the leakage check then
+    runs in this process over every record, the mixed ones included) are written in a temporary
+    folder renamed onto ``split.out_dir``, with ``MANIFEST.json`` (their sizes) last.
 
     Raises:
         SplitError: records.jsonl missing, or train or test empty (val may be empty: logged).
+        GeneralMixError: see :func:`~domainft.data.general_mix.mix_general`.
         IncompleteOutputError: records.jsonl differs in size from what prepare recorded (truncated).
     """
     t0 = time.perf_counter()
@@ -48,7 +57,10 @@ def run(params) -> dict:
         raise SplitError(f"{src} not found; run the prepare stage first")
     check_complete(src)
     d = params.prepare.dedup
-    parallel = (params.prepare.workers or os.cpu_count() or 1) > 1 and src.stat().st_size >= PARALLEL_MIN_BYTES
+    mixing = params.split.general_mix.weight > 0
+    # the second process counts the conversations of records.jsonl alone: with a mix, this one counts them all
+    parallel = not mixing and (params.prepare.workers or os.cpu_count() or 1) > 1 and \
+        src.stat().st_size >= PARALLEL_MIN_BYTES
     with process_pool(1) if parallel else contextlib.nullcontext() as pool:
         conv = pool.submit(conversation_leaks_of_file, src, params.split, d.threshold, d.ngram) if pool else None
         records, lines = read_records_and_lines(src)
@@ -63,17 +75,29 @@ def run(params) -> dict:
             log.warning("split: val is empty with %d records (val_fraction %s); training runs without a val loss",
                         len(records), params.split.val_fraction)
         line_of = {id(r): line for r, line in zip(records, lines)}
+        mix = mix_general(splits["train"], records, params) if mixing else None
+        if mix is not None:
+            line_of.update((id(r), (r.to_json() + "\n").encode("utf-8")) for r in mix.records)
+            splits["train"] = splits["train"] + mix.records  # after the domain records, in the general file's order
+            metrics["general_mix"] = mix.metrics
         with atomic_dir(params.split.out_dir) as out:
             for name, rows in splits.items():
                 (out / f"{name}.jsonl").write_bytes(b"".join(line_of[id(r)] for r in rows))
-            write_manifest(out, [f"{name}.jsonl" for name in splits])
+            names = [f"{name}.jsonl" for name in splits]
+            if mix is not None:
+                (out / GENERAL_REJECTS).write_bytes(b"".join((r.to_json() + "\n").encode("utf-8")
+                                                            for r in mix.rejects))
+                names.append(GENERAL_REJECTS)
+            write_manifest(out, names)
         metrics["leakage"] = leakage(splits, d.threshold, d.ngram, params.split.group_by, d.prompt_clusters,
                                      conversations=conv)
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
     write_metrics("split", metrics)
-    log.info("split: %s, leakage %s", metrics["sizes"], metrics["leakage"]["total"])
+    log.info("split: %s, leakage %s%s", metrics["sizes"], metrics["leakage"]["total"],
+             f", general mix {metrics['general_mix']['mixed']} records in train" if "general_mix" in metrics else "")
     return metrics
 
 
+GENERAL_REJECTS = "general_rejects.jsonl"  # split.general_mix's rejected general records (with the mix on)
 # Below this size of records.jsonl, a second process costs more than the share of the check it takes.
 PARALLEL_MIN_BYTES = 8 * 2**20

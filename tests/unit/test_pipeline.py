@@ -197,3 +197,34 @@ def test_new_human_verdicts_rerun_the_preference_stage_through_the_review_finger
         users = {n for n, st in stages.items() if "fingerprints/review.json" in st.get("deps", [])}
         assert users == {"preference"}, kind
         assert {"train.max_seq_length", "train.overlong", "train.source_cut"} <= set(stages["evaluate"]["params"])
+
+
+def test_a_new_general_mix_file_reruns_the_split_stage_through_its_fingerprint(tmp_path, monkeypatch):
+    """split.general_mix.path comes from params and may be "" (off), so DVC cannot list it; its hash is a dep."""
+    from domainft.config import load_params
+    from domainft.stages.fingerprint import run, run_from_file
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    fp = tmp_path / "fingerprints" / "general_mix.json"
+    assert run_from_file("params.yaml")["general_mix"] == {"path": "", "sha256": None}
+    off = fp.read_text()
+    assert json.loads(off) == {"path": "", "sha256": None}
+    (tmp_path / "general.json").write_text('[{"instruction": "Name a colour.", "output": "Blue is a colour."}]')
+    params["split"]["general_mix"] = {"path": "general.json", "weight": 0.25, "seed": 42}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    first = run_from_file("params.yaml")["general_mix"]
+    assert first["path"] == "general.json" and len(first["sha256"]) == 64 and fp.read_text() != off
+    assert run(load_params("params.yaml"))["general_mix"] == first  # the validated path writes the same
+    (tmp_path / "general.json").write_text('[{"instruction": "Name a colour.", "output": "Red is a colour."}]')
+    second = run_from_file("params.yaml")["general_mix"]["sha256"]
+    assert len(second) == 64 and second != first["sha256"] and json.loads(fp.read_text())["sha256"] == second
+    (tmp_path / "general.json").unlink()
+    assert run_from_file("params.yaml")["general_mix"] == {"path": "general.json", "sha256": None}
+    for kind in ("repo", "project"):
+        stages = yaml.safe_load(render_dvc_yaml(kind))["stages"]
+        users = {n for n, st in stages.items() if "fingerprints/general_mix.json" in st.get("deps", [])}
+        assert users == {"split"}, kind
+        assert "split.general_mix.path" in stages["fingerprint"]["params"]
+        assert {"evaluate.retention", "domain.seed", "prepare.clean"} <= set(stages["split"]["params"])
