@@ -352,6 +352,16 @@ def read_references(paths: list[str | Path]) -> tuple[list[dict], list[str]]:
     return records, missing
 
 
+def task_references(references: list[dict]) -> list[str]:
+    """The reference answers (last assistant turns) the trivial baselines and the label set come
+    from: the domain records of :func:`read_references`, without those ``split.general_mix`` added
+    to train (``meta.general``), whose general answers are no answer to the domain task (a repeated
+    alpaca answer would become the constant baseline)."""
+    return [d["messages"][-1]["content"] for d in references
+            if d.get("messages") and d["messages"][-1].get("role") == "assistant"
+            and not (d.get("meta") or {}).get("general")]
+
+
 def judge_primary(metrics: dict, rows: list[dict], bootstrap_samples: int, seed: int) -> dict:
     """``judge_correctness.*``: the judge's correctness grade mapped to [0, 1] ((g - 1) / 4), paired
     over the rows where both answers were graded; ``judge_correctness.n`` says how many."""
@@ -407,8 +417,7 @@ def evaluate(base_dir: str | Path, tuned_dir: str | Path, test_path: str | Path,
     refs = [r["messages"][-1]["content"] for r in records]
     language = detect_language(refs) if params.language == "auto" else params.language
     references, missing = read_references(params.reference_paths)
-    train_refs = [d["messages"][-1]["content"] for d in references
-                  if d.get("messages") and d["messages"][-1].get("role") == "assistant"]
+    train_refs = task_references(references)  # the overlap check below still reads every reference
     primary = primary_metric(params.task, params.judge.enabled)
     TaskScorer(params.task, refs, train_refs, ids=[str(r["id"]) for r in records])  # fail before loading models
     log.info("evaluating %d samples (language=%s, task=%s, primary metric=%s)", len(records), language,

@@ -156,6 +156,22 @@ def test_text_task_rouge_primary_with_constant_baseline(make_records):
     assert m["primary.beats_baselines"] == 1 and m["flags.tuned.any"] == 0
 
 
+def test_constant_baseline_ignores_the_general_mix_records_of_train(make_records):
+    """split.general_mix adds general records (meta.general) to train.jsonl; a repeated general answer
+    must not become the domain task's constant baseline (the demo's went 0.079 -> 0.0)."""
+    from domainft.evaluation.run import task_references
+
+    recs = make_records(10)
+    refs = [r["messages"][-1]["content"] for r in recs]
+    domain = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": refs[0]}], "meta": {}}]
+    general = [{"messages": [{"role": "user", "content": f"g{i}"}, {"role": "assistant", "content": "Paris."}],
+                "meta": {"general": True}} for i in range(3)]
+    assert task_references(domain + general) == [refs[0]]
+    m, _ = score_pair(recs, _side(["Sorry."] * 10), _side(refs), "en", 200, 0, TaskParams(),
+                      train_references=task_references(general + domain))
+    assert m["baseline.constant.answer"] == refs[0] and 0.3 < m["baseline.constant.rouge_l"] < 1.0
+
+
 def test_loops_and_prompt_copies_are_detected_and_flagged():
     loop = "The fee is waived. " * 8
     assert collapse.loops(loop) and not collapse.loops("The monthly fee is five dollars, waived for students.")
