@@ -48,7 +48,7 @@ class Stage:
             that may not exist yet, so DVC cannot list it as a dep: the fingerprint stage hashes it).
         general_mix: depends on the content of ``split.general_mix.path`` (a params path that may
             be "" (off): hashed by the fingerprint stage into ``fingerprints/general_mix.json``).
-        always_changed: runs on every ``dvc repro`` (the fingerprint stage, which costs < 1 s).
+        always_changed: runs on every ``dvc repro`` (the fingerprint stage, about 0.2 s).
     """
 
     name: str
@@ -178,12 +178,12 @@ HEADERS = {
         "# domainft pipeline: raw -> processed -> splits -> base -> adapter -> merged -> eval -> registry.\n"
         "# GENERATED from the stage table in domainft/pipeline.py: edit the table, then run\n"
         "# `python -m domainft.pipeline` (tests/unit/test_pipeline.py fails when this file differs).\n"
-        "# Code deps are every domainft file a stage imports; fingerprint (always run, < 1 s) hashes the\n"
+        "# Code deps are every domainft file a stage imports; fingerprint (always run, ~0.2 s) hashes the\n"
         "# base model source, so replacing the weights of a base.source folder reruns base.\n"
     ),
     "project": (
         "# domainft pipeline of a project scaffolded by `domainft init`, rendered from the stage table in\n"
-        "# domainft/pipeline.py. The library is installed, so the fingerprint stage (always run, < 1 s)\n"
+        "# domainft/pipeline.py. The library is installed, so the fingerprint stage (always run, ~0.2 s)\n"
         "# writes a hash of the installed code of each stage and of the base model source: upgrading\n"
         "# domainft reruns exactly the stages whose code changed.\n"
         "# raw -> processed -> splits -> base -> adapter -> merged -> eval -> registry.\n"

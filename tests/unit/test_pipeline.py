@@ -151,7 +151,7 @@ def test_persistent_import_cache_follows_edits(tmp_path):
     assert sorted(code_modules("domainft.a", pkg, cache)) == ["domainft", "domainft.a", "domainft.b"]
 
 
-def test_fingerprint_stage_reads_three_keys_without_validating_the_whole_params_file(tmp_path, monkeypatch):
+def test_fingerprint_stage_reads_its_params_keys_without_validating_the_whole_params_file(tmp_path, monkeypatch):
     """It runs on every `dvc repro`: no pydantic import, same files as the validated path writes."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
