@@ -273,6 +273,7 @@ def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = 
     save_hash_cache(cache)
     return {"code": code, "base_source": base, "review": review, "general_mix": general}
 
+
 if __name__ == "__main__":
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.getcwd())
     for p in write_dvc_yamls(root):
