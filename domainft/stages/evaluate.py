@@ -6,7 +6,7 @@ train.source_cut (the long-source policy, as training applied it) and the whole 
 language, test_path, out_dir, report_worst, reference_paths, progress_every, task.*, collapse.*,
 judge.*), prepare.dedup.threshold and prepare.dedup.ngram (the overlap check).
 
-Run: ``python stages/evaluate.py`` (DVC) or ``domainft evaluate``.
+Run: ``python -m domainft.stages evaluate`` (DVC) or ``domainft evaluate``.
 """
 from __future__ import annotations
 
@@ -18,17 +18,24 @@ from domainft.stages import write_metrics
 log = logging.getLogger(__name__)
 
 
-def run(params: Params) -> dict:
-    """Evaluate ``base.out_dir`` against ``merge.out_dir``; returns the eval.json metrics."""
+def evaluate_models(params: Params, reference_dir: str, tuned_dir: str, out_dir: str, ev=None) -> dict:
+    """:func:`domainft.evaluation.run.evaluate` of ``tuned_dir`` against ``reference_dir`` with every
+    setting taken from ``params`` (seed, system prompt, overlap check, training's long-source
+    policy); ``ev`` replaces ``params.evaluate`` (the preference stage points the judge's replies
+    elsewhere). The one place the evaluate and preference stages build that call."""
     from domainft.evaluation.run import evaluate
     from domainft.modeling.chat import SourcePolicy
 
-    ev = params.evaluate
-    metrics = evaluate(params.base.out_dir, params.merge.out_dir, ev.test_path, ev,
-                       seed=params.domain.seed, out_dir=ev.out_dir,
-                       dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
-                       system_prompt=params.domain.system_prompt,
-                       source_policy=SourcePolicy.from_params(params.train, ev.max_new_tokens))
+    ev = ev or params.evaluate
+    return evaluate(reference_dir, tuned_dir, ev.test_path, ev, seed=params.domain.seed, out_dir=out_dir,
+                    dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
+                    system_prompt=params.domain.system_prompt,
+                    source_policy=SourcePolicy.from_params(params.train, ev.max_new_tokens))
+
+
+def run(params: Params) -> dict:
+    """Evaluate ``base.out_dir`` against ``merge.out_dir``; returns the eval.json metrics."""
+    metrics = evaluate_models(params, params.base.out_dir, params.merge.out_dir, params.evaluate.out_dir)
     write_metrics("eval", metrics)
     name = metrics["primary.name"]
     if "primary.tuned" in metrics:

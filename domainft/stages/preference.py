@@ -52,17 +52,13 @@ def run(params: Params) -> dict:
                         params.merge.max_abs_logit_diff, params.merge.min_greedy_agreement)
     if not fid["passed"]:
         raise MergeFidelityError(f"DPO-merged model differs from SFT+DPO adapter: {fid}")
-    from domainft.evaluation.run import evaluate
-    from domainft.modeling.chat import SourcePolicy
+    from domainft.stages.evaluate import evaluate_models
 
     def _eval(reference_dir: str, out: Path) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         ev = params.evaluate.model_copy(update={"judge": params.evaluate.judge.model_copy(update={
             "replies_path": str(out / "judge_replies.jsonl")})})
-        e = evaluate(reference_dir, merged, ev.test_path, ev, seed=params.domain.seed, out_dir=out,
-                     dedup_threshold=params.prepare.dedup.threshold, dedup_ngram=params.prepare.dedup.ngram,
-                     system_prompt=params.domain.system_prompt,
-                     source_policy=SourcePolicy.from_params(params.train, ev.max_new_tokens))
+        e = evaluate_models(params, reference_dir, str(merged), str(out), ev)
         return {k: v for k, v in e.items() if isinstance(v, (int, float, str))}
 
     vs_sft = _eval(params.merge.out_dir, OUT)
