@@ -128,3 +128,19 @@ def check_complete(path: str | Path) -> None:
         raise IncompleteOutputError(
             f"{path} is {what}: {size} bytes, but {expected} were written ({manifest}); rerun the stage that "
             f"writes it (dvc repro), or, after editing it on purpose, delete {manifest}")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Objects of a JSONL file a stage wrote (splits, predictions), one per non-blank line.
+
+    The one reader of pipeline outputs: a file whose size differs from its folder's manifest is
+    refused (:func:`check_complete`) rather than read half.
+
+    Raises:
+        IncompleteOutputError: the file differs in size from what its stage recorded.
+    """
+    import json
+
+    check_complete(path)
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

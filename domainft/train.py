@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from domainft.atomic import read_jsonl
 from domainft.config import TrainParams
 from domainft.errors import DomainftError
 from domainft.modeling.base import META_FILE, load_model, pick_device, pick_dtype
@@ -41,19 +42,6 @@ class Prepared:
     samples: list[TokenizedSample]
     rejected: Counter = field(default_factory=Counter)
     trimmed: int = 0
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Objects of a JSONL split file, one per non-blank line.
-
-    Raises:
-        IncompleteOutputError: the file differs in size from what the split stage recorded.
-    """
-    from domainft.atomic import check_complete
-
-    check_complete(path)
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _trim_prompt(messages: list[dict]) -> list[dict] | None:

@@ -43,7 +43,9 @@ def _answers_sha(row: dict) -> str:
 
 
 def _read_predictions(path: str | Path) -> list[dict]:
-    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    from domainft.atomic import read_jsonl
+
+    return read_jsonl(path)
 
 
 def _question(prompt: list[dict]) -> str:

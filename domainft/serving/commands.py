@@ -164,7 +164,7 @@ def export_gguf(ctx: click.Context, model, out_dir, outtype, quants, prompts_pat
 
 def _fidelity_records(path: str | None) -> list[dict]:
     from domainft.serving.gguf import GgufExportError
-    from domainft.train import read_jsonl
+    from domainft.atomic import read_jsonl
 
     cands = [Path(path)] if path else [Path("data/splits/val.jsonl"), Path("data/splits/train.jsonl")]
     for c in cands:

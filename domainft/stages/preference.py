@@ -38,7 +38,9 @@ def run(params: Params) -> dict:
         merged.mkdir(parents=True)
         (merged / "DISABLED").write_text("preference.enabled is false\n")
         return _write({"enabled": 0})
-    rows = [json.loads(x) for x in Path(params.evaluate.out_dir, "predictions.jsonl").read_text().splitlines() if x.strip()]
+    from domainft.atomic import read_jsonl
+
+    rows = read_jsonl(Path(params.evaluate.out_dir, "predictions.jsonl"))
     review = Path(p.review_path)
     human = json.loads(review.read_text()).get("human.verdicts", {}) if review.is_file() else {}
     pairs = preference_pairs(rows, human, p.use_judge, p.reference_pairs)

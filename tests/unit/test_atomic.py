@@ -2,7 +2,7 @@
 import pytest
 
 from domainft.atomic import (MANIFEST, IncompleteOutputError, atomic_dir, atomic_file, check_complete,
-                             write_manifest, write_text_atomic)
+                             read_jsonl, write_manifest, write_text_atomic)
 from domainft.errors import DomainftError
 
 
@@ -44,3 +44,14 @@ def test_check_complete_refuses_a_truncated_file_with_sizes_and_a_remedy(tmp_pat
         check_complete(f)
     assert isinstance(err.value, DomainftError)
     assert "is truncated: 9 bytes, but 18 were written" in str(err.value) and MANIFEST in str(err.value)
+
+
+def test_read_jsonl_reads_whole_outputs_and_refuses_a_truncated_one(tmp_path):
+    """The one JSONL reader of pipeline outputs (splits, predictions: train, merge, review, preference)."""
+    f = tmp_path / "predictions.jsonl"
+    f.write_text('{"id": 1}\n\n{"id": 2}\n')
+    write_manifest(tmp_path, ["predictions.jsonl"])
+    assert read_jsonl(f) == [{"id": 1}, {"id": 2}]
+    f.write_text('{"id": 1}\n')  # cut after the first row
+    with pytest.raises(IncompleteOutputError, match="truncated"):
+        read_jsonl(f)
