@@ -37,6 +37,7 @@ GITIGNORE = """\
 __pycache__/
 # MLflow local state
 mlflow.db
+mlflow.db.lock
 mlruns/
 mlartifacts/
 # DVC outputs (cached by DVC, never by git)
