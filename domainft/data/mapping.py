@@ -12,9 +12,10 @@ matches is read here instead of by schema detection. Steps per file::
   value}``, ``name`` = the regex's first group), e.g. CUAD's ``(.+)-Answer`` columns.
 - **join**: a lookup file (read whole, never as records) keyed by a template over its rows.
 - **templates** (jinja2, sandboxed, undefined names are errors) render system/user/assistant,
-  ``group`` and ``meta``; filters :func:`table` and :func:`literal`. Besides the record's fields a
-  template sees ``record`` (the whole record), ``item``/``index`` (explode), ``key`` (dict of
-  records) and ``source_file`` (the file's name, e.g. ``mtsdialog_valid.csv``: ids that restart in
+  ``group`` and ``meta``; filters :func:`table`, :func:`literal` and :func:`company_key` (a
+  company name or ticker -> one key, for a group shared by sources that name companies
+  differently). Besides the record's fields a template sees ``record`` (the whole record),
+  ``item``/``index`` (explode), ``key`` (dict of records) and ``source_file`` (the file's name, e.g. ``mtsdialog_valid.csv``: ids that restart in
   each file, such as MTS-Dialog's ``ID``, make a group key unique with it).
 - **dedup_key**: a template whose text near-duplicate removal compares instead of the whole
   conversation (e.g. question + answer, when many records share one long case text).
@@ -36,8 +37,10 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -92,8 +95,106 @@ def literal(text: Any) -> Any:
             raise ValueError(f"not a literal: {text[:60]!r}") from None
 
 
+# Trailing words dropped by :func:`normalise_company` (after punctuation is removed), repeatedly.
+COMPANY_SUFFIXES = frozenset({"inc", "incorporated", "corporation", "corp", "company", "co", "plc", "ltd",
+                              "limited", "holdings", "holding", "llc", "lp", "sa", "ag", "se", "nv"})
+_TICKER_SHAPE = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,9}")  # how a ticker is written: CVS, BRK.B, 7267, 3M
+
+
+def normalise_company(text: Any) -> str:
+    """A company name's comparable form: NFKC, casefolded, parentheses dropped, ``& . ' ’`` removed,
+    other punctuation -> space, a leading ``the`` and trailing :data:`COMPANY_SUFFIXES` dropped
+    (never the last word). ``"The AES Corporation"`` -> ``"aes"``, ``"Johnson & Johnson"`` ->
+    ``"johnson johnson"``, ``"Alphabet Inc. (Class A)"`` -> ``"alphabet"``, ``"AT&T Inc."`` -> ``"att"``."""
+    s = unicodedata.normalize("NFKC", "" if text is None else str(text)).casefold()
+    s = re.sub(r"\([^)]*\)", " ", s)
+    s = re.sub(r"[&.'\u2019]", "", s)
+    words = re.sub(r"[\W_]+", " ", s).split()
+    if len(words) > 1 and words[0] == "the":
+        words = words[1:]
+    while len(words) > 1 and words[-1] in COMPANY_SUFFIXES:
+        words.pop()
+    return " ".join(words)
+
+
+@functools.lru_cache(maxsize=1)
+def company_table() -> tuple[dict[str, str], dict[str, str]]:
+    """``(name -> key, ticker -> key)`` from pytickersymbols' offline table (loaded on first use,
+    once per process, ~0.5 s; see :func:`company_key`).
+
+    A company is every table entry with the same :func:`normalise_company` name (Alphabet's GOOG
+    and GOOGL are one); its key is the first of its primary and NYSE/NASDAQ symbols by (has a
+    ``.`` suffix, length, text): ``GOOG``, ``ASML`` (not ``ASML.AS``). Tickers: each entry's primary ``symbol``, then the
+    NYSE/NASDAQ symbols of its Google list, its Yahoo symbols, then its other exchanges' symbols
+    (prefix dropped); a ticker that two companies share goes to the earlier of that order, then to
+    the smaller key (``BA``: Boeing's primary symbol, not BAE Systems' London one)."""
+    from pytickersymbols import PyTickerSymbols
+
+    symbols: dict[str, set[str]] = {}
+    entries = []
+    for stock in PyTickerSymbols().get_all_stocks():
+        name = normalise_company(stock.get("name"))
+        if not name:
+            continue
+        primary = (stock.get("symbol") or "").strip().upper()
+        listed = stock.get("symbols") or []
+        us = [g.split(":")[-1] for g in ((x.get("google") or "").strip().upper() for x in listed)
+              if g.startswith(("NYSE:", "NASDAQ:"))]
+        symbols.setdefault(name, set()).update(t for t in [primary, *us] if t)
+        entries.append((name, primary, listed))
+    names = {name: min(syms, key=lambda t: ("." in t, len(t), t)) for name, syms in symbols.items() if syms}
+    ranked: dict[str, tuple[int, str]] = {}
+    for name, primary, listed in entries:
+        key = names.get(name)
+        if key is None:
+            continue
+        found = [(0, primary)] if primary else []
+        for sym in listed:
+            google, yahoo = (sym.get("google") or "").strip().upper(), (sym.get("yahoo") or "").strip().upper()
+            if google:
+                found.append((1 if google.startswith(("NYSE:", "NASDAQ:")) else 3, google.split(":")[-1]))
+            if yahoo:
+                found.append((2, yahoo))
+        for rank, ticker in found:
+            if ticker and (ticker not in ranked or (rank, key) < ranked[ticker]):
+                ranked[ticker] = (rank, key)
+    return names, {t: key for t, (_, key) in ranked.items()}
+
+
+def company_key(value: Any) -> str:
+    """One key for a company however a source names it: ``"CVS Health"`` and ``"CVS"`` -> ``"CVS"``,
+    ``"AES Corporation"`` and ``"AES"`` -> ``"AES"``, ``"3M"`` -> ``"MMM"``, ``"Johnson & Johnson"``
+    -> ``"JNJ"``; the jinja filter ``company_key`` (e.g. ``group: "{{ company | company_key }}"``).
+
+    Resolution, deterministic: a value written like a ticker (upper-case letters, digits, ``.``
+    ``-``, no space, at most 10 characters) is looked up as a ticker first, then by name; any
+    other value by its :func:`normalise_company` name first, then as a ticker (upper-cased). So
+    ``"HP"`` is Helmerich & Payne's ticker while ``"HP Inc."`` is HP (HPQ). A value found in
+    neither gives its normalised name (``"Acme Widgets Ltd."`` -> ``"acme widgets"``; keys from
+    the table are upper-case, so the two never collide). Table: pytickersymbols (pinned in
+    requirements.txt; S&P 500/600, NASDAQ 100, Dow, DAX, FTSE 100, Nikkei 225 and other indices,
+    ~1,800 companies, offline), see :func:`company_table`. Its limits: companies outside those
+    indices, and names that differ beyond suffixes (``"JPMorgan"`` vs ``"JPMorgan Chase"``), are
+    not matched: name them in ``split.group_aliases``.
+    """
+    return _company_key("" if value is None else str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _company_key(value: str) -> str:
+    text = unicodedata.normalize("NFKC", value).strip()
+    names, tickers = company_table()
+    name = normalise_company(text)
+    ticker = text.upper().replace("-", ".") if " " not in text else None
+    if _TICKER_SHAPE.fullmatch(text):
+        order = [tickers.get(text.replace("-", ".")), tickers.get(text), names.get(name)]
+    else:
+        order = [names.get(name), tickers.get(ticker) if ticker else None]
+    return next((k for k in order if k), name)
+
+
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
-_ENV.filters.update(table=table, literal=literal)
+_ENV.filters.update(table=table, literal=literal, company_key=company_key)
 
 
 def get_path(obj: Any, path: str) -> Any:

@@ -12,6 +12,8 @@ from domainft.data.mapping import MappingError, table
 from domainft.data.prepare import prepare
 from domainft.errors import DomainftError
 
+from conftest import sentence
+
 
 def _run(raw: Path, sources: dict, **kw):
     p = parse_params({"prepare": {"raw_dir": str(raw), "sources": sources,
@@ -241,3 +243,54 @@ def test_source_file_makes_ids_that_restart_per_file_unique_groups(tmp_path):
     res = _run(raw, {"mts*.csv": {"user": "{{ dialogue }}", "assistant": "{{ section_text }}",
                                   "group": "{{ source_file }}:{{ ID }}"}})
     assert sorted(r.group for r in res.records) == ["mts_train.csv:0", "mts_train.csv:1", "mts_valid.csv:0", "mts_valid.csv:1"]
+
+
+def test_company_key_maps_names_and_tickers_to_one_key():
+    from domainft.data.mapping import company_key, normalise_company
+
+    expected = {
+        "CVS Health": "CVS", "CVS": "CVS", "cvs": "CVS",            # FinanceBench name, ECTSum ticker
+        "AES Corporation": "AES", "The AES Corporation": "AES", "AES": "AES",
+        "3M": "MMM", "MMM": "MMM", "Johnson & Johnson": "JNJ", "JNJ": "JNJ",
+        "The Boeing Company": "BA", "Boeing": "BA", "BA": "BA",     # BA: Boeing's symbol, not BAE's London one
+        "Alphabet Inc.": "GOOG", "GOOGL": "GOOG", "GOOG": "GOOG",  # share classes: one company
+        "ASML Holding N.V.": "ASML", "ASML.AS": "ASML",
+        "HP Inc.": "HPQ", "HP": "HP",                               # a ticker-shaped value is a ticker first
+        "BRK-B": "BRK.B", "Berkshire Hathaway": "BRK.B",
+        "Acme Widgets Ltd.": "acme widgets", "JPMorgan": "jpmorgan",  # not in the table: the normalised name
+        "": "", None: "",
+    }
+    assert {k: company_key(k) for k in expected} == expected
+    assert [normalise_company(x) for x in ("The AES Corporation", "Johnson & Johnson", "AT&T Inc.",
+                                           "Alphabet Inc. (Class A)", "Holdings", "Acme Holdings, Co.")] == \
+        ["aes", "johnson johnson", "att", "alphabet", "holdings", "acme"]
+
+
+def test_company_key_puts_a_company_named_and_ticked_in_two_files_into_one_split_unit(tmp_path):
+    """FinanceBench names companies ("CVS Health"), ECTSum gives tickers ("CVS"): grouped through
+    company_key, the two files' records of one company form one unit, so one split."""
+    from domainft.data.split import assign, leakage, unit_keys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    names = ["CVS Health", "AES Corporation", "3M", "Johnson & Johnson", "Boeing", "Nike", "Pfizer", "Netflix"]
+    tickers = ["CVS", "AES", "MMM", "JNJ", "BA", "NKE", "PFE", "NFLX"]
+    fb = [{"company": c, "question": f"{c}: {sentence(10 * i + k)}?", "answer": f"{k + 3}.{i} billion"}
+          for i, c in enumerate(names) for k in range(3)]
+    ec = [{"ticker": t, "transcript": f"Call of {t}: {sentence(500 + 10 * i + q, 30)}",
+           "summary": sentence(900 + 10 * i + q)} for i, t in enumerate(tickers) for q in (1, 2)]
+    (raw / "financebench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fb))
+    (raw / "ectsum_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ec))
+    res = _run(raw, {"financebench*.jsonl": {"user": "{{ question }}", "assistant": "{{ answer }}",
+                                             "group": "{{ company | company_key }}"},
+                     "ectsum*.jsonl": {"user": "{{ transcript }}", "assistant": "{{ summary }}",
+                                       "group": "{{ ticker | company_key }}"}})
+    assert len(res.records) == 40
+    assert sorted({r.group for r in res.records}) == sorted(tickers)
+    keys = unit_keys(res.records, "group")
+    assert len(set(keys)) == 8  # one unit per company, across both files (16 by raw name and ticker)
+    splits, m = assign(res.records, parse_params({"split": {"group_by": "group"}}).split)
+    split_of = {r.id: s for s, rows in splits.items() for r in rows}
+    for t in tickers:
+        assert len({split_of[r.id] for r in res.records if r.group == t}) == 1
+    assert sum(m["groups"].values()) == 8 and leakage(splits, 0.8, 5, group_by="group")["groups"] == 0
