@@ -189,9 +189,35 @@ class SplitParams(_Section):
     balance: Literal["auto", "hash", "fill"] = "auto"  # fill: units fill test then val to their fractions (auto: fill for group_by group)
     tolerance: float = Field(0.03, ge=0, le=1)  # largest |actual - asked| fraction reported as within tolerance
     stratify_field: str | None = None  # meta field (e.g. category) reported per split and salted per value
+    # group value -> the group it belongs to, matched ignoring case and surrounding spaces, applied before the
+    # units are formed (group_by: group), e.g. {"Acme Widgets Ltd.": ACME, "acme corp": ACME}: names no table knows
+    group_aliases: dict[str, str] = {}
     salt: str = "domainft"
     out_dir: str = "data/splits"
     general_mix: GeneralMixParams = GeneralMixParams()
+
+    @field_validator("group_aliases")
+    @classmethod
+    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        """Keys and values non-blank; no key twice ignoring case with different targets; no chains
+        (a target that is itself another key's alias): each error names the key."""
+        seen: dict[str, tuple[str, str]] = {}
+        for key, target in value.items():
+            if not key.strip():
+                raise ValueError(f"key {key!r} is blank: name the group value to merge")
+            if not target.strip():
+                raise ValueError(f"{key!r}: target {target!r} is blank: name the group it belongs to")
+            fold = key.strip().casefold()
+            if fold in seen and seen[fold][1].strip() != target.strip():
+                raise ValueError(f"{key!r} and {seen[fold][0]!r} are the same key ignoring case, with different "
+                                 f"targets ({target!r}, {seen[fold][1]!r})")
+            seen[fold] = (key, target)
+        for key, target in value.items():
+            hop = seen.get(target.strip().casefold())
+            if hop is not None and hop[1].strip() != target.strip():
+                raise ValueError(f"{key!r}: target {target!r} is itself an alias (of {hop[1]!r}): map {key!r} "
+                                 f"to {hop[1]!r} directly")
+        return value
 
     @model_validator(mode="after")
     def _mix_needs_a_file(self) -> "SplitParams":
