@@ -269,9 +269,13 @@ class TrainParams(_Section):
     source_cut: Literal["end", "start", "middle"] = "end"  # trim_source: end keeps the source's beginning, start its end, middle both
     loss_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     group_by_length: bool = True
-    # Flatten each batch into one padding-free row; position_ids restart per sample and, with
-    # use_cache off, transformers' masking builds a block-diagonal causal mask (also on sdpa).
+    # Flatten each batch into one padding-free row; position_ids restart per sample, so no sample
+    # attends to another.
     padding_free: bool = True
+    # With padding_free: "packed" computes each packed sample's attention on its own with a causal
+    # kernel (domainft.modeling.attention); "model" keeps the model's sdpa/eager implementation,
+    # to which transformers gives a dense block-diagonal mask over the whole row.
+    attention: Literal["packed", "model"] = "packed"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     # auto: bf16 compute (LoRA weights and optimizer state fp32) on CUDA and on CPUs with native
     # bf16 matrix units (domainft.hardware.native_bf16), else fp32

@@ -167,11 +167,22 @@ def _load_for_training(base_dir: str, params: TrainParams, device: str):
                                                      dtype=torch.bfloat16, use_safetensors=True)
         quant_spec = describe_4bit(model)  # module names before peft wraps them
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        _set_attention(model, params)
         return model, AutoTokenizer.from_pretrained(base_dir), quant_spec
     model, tok = load_model(base_dir, device=device, dtype=pick_dtype(params.precision, device))
     model.config.use_cache = False  # a KV cache would disable packed-sequence masking
+    _set_attention(model, params)
     model.train()
     return model, tok, None
+
+
+def _set_attention(model, params: TrainParams) -> None:
+    """``train.attention: packed`` with ``padding_free``: per-sample attention of packed rows."""
+    if params.padding_free and params.attention == "packed":
+        from domainft.modeling.attention import use_packed_attention
+
+        if use_packed_attention(model):
+            log.info("train: packed rows attend per sample (%s)", model.config._attn_implementation)
 
 
 LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]  # + val_loss with train.eval_steps
