@@ -531,19 +531,24 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         trainer.add_callback(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
     for cb in callbacks or []:
         trainer.add_callback(cb)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
-    secs = time.time() - t0
-    rows = losslog.rows(trainer.state)
-    resumed_step = int(Path(resume).name.split("-")[-1]) if resume else 0
-    if trainer.is_world_process_zero():
-        losslog.write(trainer.state)
-        if mlflow_run and resume:  # the steps before the resume were logged by the interrupted run
-            _log_rows_to_mlflow([r for r in rows if r["step"] <= resumed_step])
-    if val.samples:
-        log.info("validation pass: %d of %d val samples (train.val_max_samples: %d)", len(val.samples),
-                 val_total, params.val_max_samples)
-    val_loss = trainer.evaluate()["eval_loss"] if val.samples else None  # the restored best model's, when early stopping
+    # Under autocast (bf16/fp16 compute) peft would cast each adapted layer's input to the fp32 LoRA
+    # weights' dtype, a copy of every activation that autocast then casts back for the matmul.
+    from peft.helpers import disable_input_dtype_casting
+
+    with disable_input_dtype_casting(trainer.model, active=cfg.bf16 or cfg.fp16):
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        secs = time.time() - t0
+        rows = losslog.rows(trainer.state)
+        resumed_step = int(Path(resume).name.split("-")[-1]) if resume else 0
+        if trainer.is_world_process_zero():
+            losslog.write(trainer.state)
+            if mlflow_run and resume:  # the steps before the resume were logged by the interrupted run
+                _log_rows_to_mlflow([r for r in rows if r["step"] <= resumed_step])
+        if val.samples:
+            log.info("validation pass: %d of %d val samples (train.val_max_samples: %d)", len(val.samples),
+                     val_total, params.val_max_samples)
+        val_loss = trainer.evaluate()["eval_loss"] if val.samples else None  # the restored best model's, when early stopping
     curve = val_curve(trainer.state)
     best_step = min(curve, key=lambda k: (curve[k], k)) if curve else None
 
