@@ -368,30 +368,6 @@ def _log_rows_to_mlflow(rows: list[dict]) -> None:
         client.log_batch(run_id, metrics=ms[i:i + 1000])
 
 
-def score_label_positions_only() -> None:
-    """Make TRL's fused LM head score only the positions that carry a label, on CPU too.
-
-    TRL 1.16's fused LM head (``trl.trainer.utils.add_fused_lm_head``, which SFTTrainer installs)
-    gathers the label positions before the vocabulary projection on Triton devices (CUDA, XPU)
-    and scores every position elsewhere, so that compilers for other accelerators see fixed
-    shapes. Eager CPU has no such constraint, and prompt tokens are about half of a chat
-    sample's tokens (54% in the demo split), so gathering skips that share of the LM head's
-    forward and backward. The loss is unchanged (tests compare it with plain cross-entropy);
-    a forward+backward step of SmolLM2-135M takes 1/1.14 the time (bench/RESULTS.md). Idempotent.
-    """
-    import trl.trainer.utils as trl_utils
-
-    if getattr(trl_utils._use_triton, "domainft_compact_cpu", False):
-        return
-    triton_device = trl_utils._use_triton
-
-    def compact(device) -> bool:
-        return device.type == "cpu" or triton_device(device)
-
-    compact.domainft_compact_cpu = True
-    trl_utils._use_triton = compact
-
-
 def validation_args(params: TrainParams, has_val: bool) -> dict:
     """Trainer arguments for periodic validation and early stopping.
 
@@ -469,11 +445,12 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     from trl import SFTConfig, SFTTrainer
 
     from domainft.hardware import apply_threads
+    from domainft.modeling.lm_head import install as install_cpu_lm_head
 
     torch.manual_seed(seed)
     apply_threads(params.torch_threads)
     device = pick_device()
-    score_label_positions_only()
+    install_cpu_lm_head()
     model, tok, quant_spec = _load_for_training(base_dir, params, device)
     last_only = params.loss_on == "last_assistant"
     train = prepare_samples(read_jsonl(train_path), tok, params.max_seq_length, params.overlong, last_only, params.source_cut)

@@ -252,15 +252,15 @@ def test_padding_free_batches_do_not_attend_across_samples(tiny_model_dir, smoll
 
 def test_cpu_fused_lm_head_scores_label_positions_only_with_the_plain_cross_entropy_loss(tiny_model_dir,
                                                                                        smollm2_tokenizer):
-    """After score_label_positions_only, TRL's fused head on CPU gathers label positions (so the
-    vocabulary projection sees only them) and its loss equals cross-entropy over full logits."""
+    """After domainft.modeling.lm_head.install, TRL's fused head on CPU gathers label positions (so
+    the vocabulary projection sees only them) and its loss equals cross-entropy over full logits."""
     import torch.nn.functional as F
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
     from domainft.modeling.base import load_model
     from domainft.modeling.chat import tokenize_conversation
-    from domainft.train import score_label_positions_only
+    from domainft.modeling.lm_head import install
 
     model, tok = load_model(tiny_model_dir, device="cpu")
     eot = end_of_turn(tok)[0]
@@ -274,8 +274,7 @@ def test_cpu_fused_lm_head_scores_label_positions_only_with_the_plain_cross_entr
     with torch.no_grad():
         logits = model(x).logits[0, :-1]
         expected = F.cross_entropy(logits, y[0, 1:], ignore_index=-100)
-    score_label_positions_only()
-    score_label_positions_only()  # idempotent
+    assert install() and install()  # idempotent
     assert trl_utils._use_triton(torch.device("cpu")) is True
     seen = []
     head = model.get_output_embeddings()
