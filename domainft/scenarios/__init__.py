@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -106,7 +107,6 @@ def sniff(params: Params, raw_dir: Path) -> tuple[list[str], dict[str, int], dic
     Raises:
         ScenarioError: a mapping fails on a file's first record (the MappingError's message).
     """
-    from collections import Counter
     from itertools import islice
 
     from domainft.data.clean import detect_language
@@ -116,7 +116,7 @@ def sniff(params: Params, raw_dir: Path) -> tuple[list[str], dict[str, int], dic
     from domainft.data.records import RecordError
 
     pp = params.prepare.model_copy(update={"raw_dir": str(raw_dir)})
-    lines, langs, adopted = [], Counter(), {}
+    lines, langs, adopted = [], defaultdict(Counter), {}
     lookups = join_globs(pp.sources)
     for path in list_raw_files(raw_dir, pp.exclude, pp.include):
         under = path.relative_to(raw_dir).as_posix()
@@ -151,7 +151,7 @@ def sniff(params: Params, raw_dir: Path) -> tuple[list[str], dict[str, int], dic
                     src, head, ok = (glob, cfg), trial, [it for it in trial if it.draft is not None]
                     break
         for it in ok[:SNIFF_SAMPLES]:
-            langs[detect_language(" ".join(m["content"] for m in it.draft.messages if m["role"] != "system"))] += 1
+            langs[under][detect_language(" ".join(m["content"] for m in it.draft.messages if m["role"] != "system"))] += 1
         how = (f"prepare.sources[{path.name!r}] (the preset's {src[0]!r} mapping fits it)" if path.name in adopted
                else f"prepare.sources[{src[0]!r}]") if src is not None else f"schema {ok[0].schema}" if ok else None
         if how is None:
@@ -164,19 +164,39 @@ def sniff(params: Params, raw_dir: Path) -> tuple[list[str], dict[str, int], dic
         groups = "" if ok[0].draft.group is None else f", group {ok[0].draft.group!r}"
         lines.append(f"{under}: {how}: {len(ok)} of the first {len(head)} records map (first: {len(turns)} turns, "
                      f"user {len(user)} chars{groups})")
-    return lines, dict(langs), adopted
+    return lines, {k: dict(v) for k, v in langs.items()}, adopted
 
 
-def language_warnings(langs: dict[str, int], base_source: str) -> list[str]:
-    """A warning when most sniffed samples are not English and the base is English-only."""
-    total = sum(langs.values())
-    other = total - langs.get("en", 0)
-    if total and other / total >= 0.3 and base_source.startswith(ENGLISH_ONLY_BASES):
-        share = ", ".join(f"{k} {v}" for k, v in sorted(langs.items(), key=lambda kv: -kv[1]))
-        return [f"the data is {other}/{total} non-English samples ({share}) but base {base_source} was trained on "
-                f"English only; consider --base {MULTILINGUAL_BASE} (0.69 tokens per Chinese character "
-                "against SmolLM2's 1.78, bench/RESULTS.md)"]
-    return []
+def language_warnings(langs: dict[str, dict[str, int]], base_source: str) -> list[str]:
+    """Warnings when the base is English-only and the sniffed samples are not: one for the whole
+    data when at least 30% are not English, else one per file whose samples are mostly (> 50%)
+    not English (a Chinese file among English ones still trains and is evaluated in Chinese).
+
+    Args:
+        langs: ``{file: {language code: sniffed samples}}`` (:func:`sniff`).
+    """
+    if not base_source.startswith(ENGLISH_ONLY_BASES):
+        return []
+    hint = (f"base {base_source} was trained on English only; consider --base {MULTILINGUAL_BASE} (0.69 tokens "
+            "per Chinese character against SmolLM2's 1.78, bench/RESULTS.md)")
+
+    def share(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    total_counts: Counter = Counter()
+    for counts in langs.values():
+        total_counts.update(counts)
+    total = sum(total_counts.values())
+    other = total - total_counts.get("en", 0)
+    if total and other / total >= 0.3:
+        return [f"the data is {other}/{total} non-English samples ({share(total_counts)}) but {hint}"]
+    out = []
+    for name, counts in langs.items():
+        n = sum(counts.values())
+        if n and (n - counts.get("en", 0)) / n > 0.5:
+            out.append(f"{name}: {n - counts.get('en', 0)}/{n} non-English samples ({share(counts)}) but {hint}, "
+                       "or leave the file out")
+    return out
 
 
 def load_scenario(name: str) -> Scenario:

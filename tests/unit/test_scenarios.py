@@ -401,6 +401,11 @@ def test_init_adopts_the_preset_mapping_for_a_renamed_file_warns_on_language_and
     assert {"params.yaml", "dvc.yaml", "data/raw.dvc"} <= set(tracked) and not any(t.startswith("data/raw/") for t in tracked)
     en = init_project(tmp_path / "en", "customer-service", [_stc3_like(tmp_path / "stc3_en.json", zh=False)])
     assert en.warnings == [] and "prepare.sources['stc3*.json']" in en.found[0]
+    # one Chinese file among English ones (6 of 24 samples, under the 30% of the whole): warned by name
+    mixed = [_stc3_like(tmp_path / "stc3_zh.json", zh=True)] + [
+        _stc3_like(tmp_path / f"stc3_en{i}.json", zh=False) for i in range(3)]
+    mix = init_project(tmp_path / "mix", "customer-service", mixed)
+    assert len(mix.warnings) == 1 and mix.warnings[0].startswith("stc3_zh.json: 6/6 non-English samples (zh 6)")
 
 
 def test_init_names_a_mapping_that_does_not_fit_and_leaves_nothing(tmp_path):
