@@ -7,7 +7,7 @@ from domainft.config import SplitParams
 from domainft.data.records import Record, record_id
 from domainft.data.split import assign, leakage, unit_fraction, unit_keys
 
-from conftest import sentence
+from conftest import VOCAB, sentence
 
 
 def rec(i: int, cluster: str | None = None, group: str | None = None, **meta) -> Record:
@@ -241,8 +241,6 @@ def test_near_pairs_that_prepare_keeps_straddle_splits_without_links_and_never_w
     from domainft.data.prepare import read_records
     from domainft.data.records import content_key
     from domainft.stages import prepare as prepare_stage
-
-    from conftest import VOCAB
 
     rows = [{"instruction": sentence(k, 8) + "?", "output": sentence(3000 + k, 40)} for k in range(200)]
     for k in range(80):
