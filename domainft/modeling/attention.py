@@ -127,9 +127,13 @@ def register() -> str:
 def use_packed_attention(model) -> bool:
     """Switch ``model`` (a transformers model, possibly peft-wrapped later) to :data:`NAME` when it
     runs sdpa or eager attention now; returns whether it did. Other implementations (flash
-    attention on CUDA, flex) are left alone: they handle packed rows themselves."""
+    attention on CUDA, flex) are left alone: they handle packed rows themselves; so are models
+    with sliding-window layers, whose window this causal-only path would not apply."""
     current = getattr(model.config, "_attn_implementation", None)
     if current not in ("sdpa", "eager", None):
         return current == NAME
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(text, "sliding_window", None) or "sliding_attention" in (getattr(text, "layer_types", None) or ()):
+        return False  # the mask function would drop the window (Gemma 3, Mistral): sdpa's dense mask keeps it
     model.set_attn_implementation(register())
     return True

@@ -113,3 +113,15 @@ def test_other_implementations_are_left_alone(tiny_model_dir):
     model.config._attn_implementation = "flex_attention"  # as a model loaded with it reports
     assert use_packed_attention(model) is False
     assert model.config._attn_implementation == "flex_attention"
+
+
+def test_sliding_window_models_keep_sdpa(tiny_model_dir):
+    """A window this path would not apply: the model stays on sdpa (its dense mask keeps the window)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    model.config.sliding_window = 4
+    assert use_packed_attention(model) is False and model.config._attn_implementation == "sdpa"
+    model.config.sliding_window = None
+    model.config.layer_types = ["sliding_attention", "full_attention"]
+    assert use_packed_attention(model) is False
