@@ -8,10 +8,12 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 # llama.cpp for `domainft export gguf` / `serve --backend llamacpp`. PyPI has no cp311 wheel, so pip builds the
 # sdist (about 10 min on 2 quiet cores, 30 under load 5-8; pip caches the wheel). A native build segfaults at the first decode on AMX
-# CPUs (issue 18), hence the named instruction sets. Best effort: if it fails, install goes on and the
+# CPUs (issue 18), hence the named instruction sets. LLAMA_REBUILD=1 rebuilds without pip's wheel cache (a wheel cached on another CPU). Best effort: if it fails, install goes on and the
 # llama.cpp tests skip, saying why.
 LLAMA_CPP_VERSION ?= 0.3.36
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+# AVX-512 only where this CPU has it: a build with it dies of SIGILL on an AVX2-only host (seen 2026-12-02).
+LLAMA_AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo ON || echo OFF)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=$(LLAMA_AVX512) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install llamacpp demo test test-all data clean-outputs browser
@@ -29,8 +31,8 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 llamacpp:
-	@$(PY) -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_VERSION)')" 2>/dev/null \
-	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q "llama-cpp-python==$(LLAMA_CPP_VERSION)" \
+	@test -z "$(LLAMA_REBUILD)" && $(PY) -c "import llama_cpp, sys; llama_cpp.llama_print_system_info(); sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_VERSION)')" >/dev/null 2>&1 \
+	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q $(if $(LLAMA_REBUILD),--no-cache-dir --force-reinstall --no-deps) "llama-cpp-python==$(LLAMA_CPP_VERSION)" \
 	  || echo "warning: llama-cpp-python $(LLAMA_CPP_VERSION) did not build; the llama.cpp tests will skip"
 	@test -f $(VENV)/share/llama.cpp/convert_hf_to_gguf.py || $(PY) -m domainft.serving.gguf install-converter \
 	  || echo "warning: llama.cpp's convert_hf_to_gguf.py not unpacked; the GGUF export tests will skip"

@@ -29,6 +29,7 @@ Notation: N prompts, T tokens, V vocabulary size.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -57,16 +58,32 @@ class GgufExportError(DomainftError, RuntimeError):
     """The GGUF export cannot run or its files do not answer like the merged model."""
 
 
+@functools.lru_cache(maxsize=1)
+def _probe_cpu() -> str:
+    """"" when llama.cpp's CPU backend runs here, else how its probe process died: a build for
+    instructions this CPU lacks dies of SIGILL at its first use, which no ``except`` can catch, so the
+    probe (``llama_print_system_info``, which touches the backend) runs in a child process, once."""
+    r = subprocess.run([sys.executable, "-c", "import llama_cpp; llama_cpp.llama_print_system_info()"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode == 0:
+        return ""
+    return f"probe exit {r.returncode}" + (" (SIGILL: illegal instruction)" if r.returncode in (-4, 132) else "")
+
+
 def llama_cpp_status() -> tuple[bool, str]:
     """(importable, reason): whether ``llama_cpp`` loads here, and why not (for skips and errors)."""
     try:
         import llama_cpp  # noqa: F401
     except Exception as err:  # ImportError, or OSError from a library built for another CPU
         return False, (f"llama-cpp-python is not importable ({type(err).__name__}: {err}); install it with "
-                       f"CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON\" pip install "
-                       f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (or make install)")
+                       f"make llamacpp (llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}, built for this CPU)")
     import llama_cpp
 
+    ran = _probe_cpu()
+    if ran:
+        return False, (f"llama-cpp-python's library does not run on this CPU ({ran}): it was built for "
+                       f"instructions this CPU lacks (e.g. AVX-512 on an AVX2-only host, or a wheel cached "
+                       f"from another machine); rebuild it here: make llamacpp LLAMA_REBUILD=1")
     if llama_cpp.__version__ != LLAMA_CPP_PYTHON_VERSION:
         return False, (f"llama-cpp-python {llama_cpp.__version__} is installed; domainft is tested with "
                        f"{LLAMA_CPP_PYTHON_VERSION} (pip install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION})")
