@@ -59,11 +59,11 @@ class GgufExportError(DomainftError, RuntimeError):
 
 
 @functools.lru_cache(maxsize=1)
-def _probe_cpu() -> str:
+def _probe_cpu(code: str = "import llama_cpp; llama_cpp.llama_print_system_info()") -> str:
     """"" when llama.cpp's CPU backend runs here, else how its probe process died: a build for
     instructions this CPU lacks dies of SIGILL at its first use, which no ``except`` can catch, so the
     probe (``llama_print_system_info``, which touches the backend) runs in a child process, once."""
-    r = subprocess.run([sys.executable, "-c", "import llama_cpp; llama_cpp.llama_print_system_info()"],
+    r = subprocess.run([sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=120)
     if r.returncode == 0:
         return ""

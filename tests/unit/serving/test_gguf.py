@@ -176,3 +176,12 @@ def test_modelfile_has_template_stops_and_system_prompt(exported):
         assert f'SYSTEM """{system}"""' in text
     pieces = g.template_pieces(_tok(root))
     assert f'TEMPLATE """{g.ollama_template(pieces)}"""' in text
+
+
+def test_probe_reports_a_child_killed_by_sigill_and_passes_a_clean_one():
+    """A llama.cpp build for instructions this CPU lacks dies of SIGILL at its first call; the probe
+    runs it in a child process, so the status names the signal instead of the test run crashing."""
+    died = g._probe_cpu.__wrapped__("import os, signal; os.kill(os.getpid(), signal.SIGILL)")
+    assert died == "probe exit -4 (SIGILL: illegal instruction)"
+    assert g._probe_cpu.__wrapped__("import sys; sys.exit(3)") == "probe exit 3"
+    assert g._probe_cpu.__wrapped__("pass") == ""
