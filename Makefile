@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 llamacpp:
-	@test -z "$(LLAMA_REBUILD)" && $(PY) -c "import llama_cpp, sys; llama_cpp.llama_print_system_info(); sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP_VERSION)')" >/dev/null 2>&1 \
+	@test -z "$(LLAMA_REBUILD)" && $(PY) -c "import sys; from domainft.serving.gguf import llama_cpp_status; sys.exit(not llama_cpp_status()[0])" >/dev/null 2>&1 \
 	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q $(if $(LLAMA_REBUILD),--no-cache-dir --force-reinstall --no-deps) "llama-cpp-python==$(LLAMA_CPP_VERSION)" \
 	  || echo "warning: llama-cpp-python $(LLAMA_CPP_VERSION) did not build; the llama.cpp tests will skip"
 	@test -f $(VENV)/share/llama.cpp/convert_hf_to_gguf.py || $(PY) -m domainft.serving.gguf install-converter \
