@@ -10,6 +10,9 @@ Two policies every stage shares:
 - :func:`apply_threads`: torch intra-op threads from the cores this process may use, so that
   parallel stages do not oversubscribe a small machine (OpenMP threads beyond the free cores
   stall at every barrier).
+- :func:`auto_precision`: what ``precision: auto`` resolves to on this host, read without torch,
+  for the fingerprint stage (``fingerprints/compute.json``), so that moving a repository to a host
+  where ``auto`` means another precision reruns the stages that load models.
 """
 from __future__ import annotations
 
@@ -41,7 +44,21 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
 def _detected(cpuinfo: str) -> bool:
     import torch
 
-    return torch.backends.mkldnn.is_available() and any(f in cpu_flags(cpuinfo) for f in BF16_FLAGS)
+    return torch.backends.mkldnn.is_available() and _cpu_has_bf16(cpuinfo)
+
+
+def _cpu_has_bf16(cpuinfo: str | Path) -> bool:
+    return any(f in cpu_flags(cpuinfo) for f in BF16_FLAGS)
+
+
+def _forced_bf16() -> bool | None:
+    """``DOMAINFT_NATIVE_BF16`` read as True / False, or None when unset or not a boolean word."""
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip().lower()
+    if forced in ("0", "false", "off", "no"):
+        return False
+    if forced in ("1", "true", "on", "yes"):
+        return True
+    return None
 
 
 def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
@@ -50,12 +67,44 @@ def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     ``DOMAINFT_NATIVE_BF16`` = ``0``/``1`` overrides the detection (``0``: behave as a CPU
     without them).
     """
-    forced = os.environ.get(NATIVE_BF16_ENV, "").strip().lower()
-    if forced in ("0", "false", "off", "no"):
-        return False
-    if forced in ("1", "true", "on", "yes"):
-        return True
-    return _detected(str(cpuinfo))
+    forced = _forced_bf16()
+    return _detected(str(cpuinfo)) if forced is None else forced
+
+
+NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"  # one entry per GPU the NVIDIA kernel driver sees
+
+
+def visible_nvidia_gpus(gpus_dir: str | Path = NVIDIA_GPUS_DIR) -> int:
+    """NVIDIA GPUs this process may use, without importing torch or CUDA.
+
+    The driver's GPU list, or 0 when ``CUDA_VISIBLE_DEVICES`` is ``""`` or ``-1`` (CUDA then
+    hides every device). A torch built without CUDA still runs on the CPU there; the stages record
+    the precision they used (``metrics/train.json``, ``metrics/eval.json``).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    try:
+        return sum(1 for _ in Path(gpus_dir).iterdir())
+    except OSError:
+        return 0
+
+
+def auto_precision(cpuinfo: str | Path = "/proc/cpuinfo", gpus_dir: str | Path = NVIDIA_GPUS_DIR) -> dict[str, str]:
+    """What ``precision: auto`` resolves to here, without torch (the fingerprint stage runs on every
+    ``dvc repro`` and stays under 0.2 s).
+
+    Returns:
+        ``{"device": "cuda" | "cpu", "auto": "bf16" | "fp32"}``: bf16 on CUDA and on a CPU with
+        bf16 matrix flags (or ``DOMAINFT_NATIVE_BF16=1``), fp32 otherwise; the same rule as
+        :func:`domainft.modeling.base.pick_dtype`, minus torch's oneDNN check, which every x86
+        CPU build of torch passes.
+    """
+    if visible_nvidia_gpus(gpus_dir):
+        return {"device": "cuda", "auto": "bf16"}
+    forced = _forced_bf16()
+    bf16 = _cpu_has_bf16(cpuinfo) if forced is None else forced
+    return {"device": "cpu", "auto": "bf16" if bf16 else "fp32"}
 
 
 def available_cores() -> int:

@@ -48,6 +48,9 @@ class Stage:
             that may not exist yet, so DVC cannot list it as a dep: the fingerprint stage hashes it).
         general_mix: depends on the content of ``split.general_mix.path`` (a params path that may
             be "" (off): hashed by the fingerprint stage into ``fingerprints/general_mix.json``).
+        compute: loads models in the precision ``auto`` resolves to on this host
+            (``fingerprints/compute.json``, :func:`domainft.hardware.auto_precision`): the same
+            repository on a host with other bf16 support reruns it.
         always_changed: runs on every ``dvc repro`` (the fingerprint stage, about 0.2 s).
     """
 
@@ -60,6 +63,7 @@ class Stage:
     base_source: bool = False
     review: bool = False
     general_mix: bool = False
+    compute: bool = False
     always_changed: bool = False
 
     @property
@@ -84,7 +88,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("base", params=("base",), outs=("models/base",), metrics=("metrics/base.json",), base_source=True),
     Stage("train", params=("domain.seed", "train"),
           deps=("data/splits/train.jsonl", "data/splits/val.jsonl", "models/base"),
-          outs=("models/adapter",), metrics=("metrics/train.json",),
+          outs=("models/adapter",), metrics=("metrics/train.json",), compute=True,
           plots=(("metrics/plots/train_loss.csv", {"x": "step", "y": "loss"}),)),
     Stage("merge", params=("merge",), deps=("models/base", "models/adapter", "data/splits/val.jsonl"),
           outs=("models/merged",), metrics=("metrics/merge.json",)),
@@ -93,14 +97,14 @@ STAGES: tuple[Stage, ...] = (
           deps=("models/base", "models/merged", "data/splits/test.jsonl", "data/splits/train.jsonl",
                 "data/splits/val.jsonl"),
           outs=("metrics/predictions.jsonl", "metrics/report.html", "metrics/judge_replies.jsonl"),
-          metrics=("metrics/eval.json",),
+          metrics=("metrics/eval.json",), compute=True,
           plots=(("metrics/plots/eval_per_metric.json", {"template": "bar_horizontal", "x": "value", "y": "label"}),
                  ("metrics/plots/answer_lengths.csv", {}))),
     Stage("preference", params=("domain.seed", "domain.system_prompt", "preference", "merge", "evaluate",
                                 "base.out_dir", "prepare.dedup.threshold", "prepare.dedup.ngram", *SOURCE_POLICY_KEYS),
           deps=("models/base", "models/merged", "metrics/predictions.jsonl", "data/splits/test.jsonl",
                 "data/splits/train.jsonl", "data/splits/val.jsonl"),
-          outs=("models/dpo_merged",), metrics=("metrics/preference.json",), review=True),
+          outs=("models/dpo_merged",), metrics=("metrics/preference.json",), review=True, compute=True),
     Stage("register", params=("domain.name", "register", "preference"),
           deps=("models/merged", "metrics/eval.json", "metrics/merge.json", "metrics/train.json",
                 "metrics/split.json", "metrics/preference.json", "models/dpo_merged"),
@@ -201,6 +205,8 @@ def stage_entry(s: Stage, kind: Literal["repo", "project"], package_dir: Path = 
         deps.append(f"{FINGERPRINT_DIR}/review.json")
     if s.general_mix:
         deps.append(f"{FINGERPRINT_DIR}/general_mix.json")
+    if s.compute:
+        deps.append(f"{FINGERPRINT_DIR}/compute.json")
     if s.name != "fingerprint":
         deps += code_files(s.name, package_dir) if kind == "repo" else [f"{FINGERPRINT_DIR}/{s.name}.code"]
     if deps:
@@ -245,16 +251,19 @@ def write_dvc_yamls(repo_root: Path) -> list[Path]:
 def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = FINGERPRINT_DIR,
                        review_path: str | None = None, general_mix_path: str | None = None) -> dict[str, Any]:
     """The fingerprint stage's outputs: ``<stage>.code`` per stage, ``base_source.json``,
-    ``review.json``, ``general_mix.json``.
+    ``review.json``, ``general_mix.json``, ``compute.json``.
 
     ``source`` and ``revision`` are params ``base.source`` and ``base.revision``; ``review_path`` is
     ``preference.review_path`` (``review.json`` holds its sha256, or null while it does not exist);
     ``general_mix_path`` is ``split.general_mix.path`` (``general_mix.json``: ``{"path", "sha256"}``,
     sha256 null for "" (off) or a missing file, which the split stage then reports).
+    ``compute.json`` is :func:`domainft.hardware.auto_precision` (``{"device", "auto"}``).
     Files whose content is unchanged are not rewritten (DVC then sees nothing new downstream).
-    Returns ``{"code": {stage: sha256}, "base_source": {...}, "review": {...}, "general_mix": {...}}``.
+    Returns ``{"code": {stage: sha256}, "base_source": {...}, "review": {...}, "general_mix": {...},
+    "compute": {...}}``.
     """
     from domainft.atomic import write_text_atomic
+    from domainft.hardware import auto_precision
 
     out = Path(out_dir)
     cache = load_hash_cache()
@@ -266,12 +275,14 @@ def write_fingerprints(source: str, revision: str | None, out_dir: str | Path = 
     files["base_source.json"] = json.dumps(base, indent=2, sort_keys=True) + "\n"
     files["review.json"] = json.dumps(review, indent=2, sort_keys=True) + "\n"
     files["general_mix.json"] = json.dumps(general, indent=2, sort_keys=True) + "\n"
+    compute = auto_precision()
+    files["compute.json"] = json.dumps(compute, indent=2, sort_keys=True) + "\n"
     for rel, text in files.items():
         path = out / rel
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
     save_hash_cache(cache)
-    return {"code": code, "base_source": base, "review": review, "general_mix": general}
+    return {"code": code, "base_source": base, "review": review, "general_mix": general, "compute": compute}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ Writes ``fingerprints/<stage>.code`` (sha256 of the domainft files the stage run
 (:func:`domainft.pipeline.base_source_fingerprint`); the other stages depend on them, so a new
 library version or new base weights rerun exactly what they touch. ``fingerprints/review.json``
 hashes ``preference.review_path`` (new human verdicts rerun the preference stage) and
-``fingerprints/general_mix.json`` ``split.general_mix.path`` (a new general file reruns split). Reads
+``fingerprints/general_mix.json`` ``split.general_mix.path`` (a new general file reruns split);
+``fingerprints/compute.json`` records what ``precision: auto`` means on this host
+(:func:`domainft.hardware.auto_precision`: moving to a host with or without bf16 units reruns
+train, evaluate and preference). Reads
 params ``base.source``, ``base.revision``, ``preference.review_path`` and ``split.general_mix.path``.
 
 Because DVC runs this stage on every ``dvc repro``, it is kept cheap: :func:`run_from_file` reads the

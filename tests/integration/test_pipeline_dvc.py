@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from pipeline_utils import git, run, tiny_project
+from pipeline_utils import git, run, tiny_project, venv_env
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +60,33 @@ def test_second_repro_reruns_nothing(project):
     assert "Stage 'train' didn't change, skipping" in out
 
 
+def _changed(proj) -> dict:
+    status = run(["dvc", "status", "--json"], proj)
+    return json.loads(status[status.index("{"):status.rindex("}") + 1])
+
+
+def test_a_host_where_auto_means_another_precision_reruns_the_stages_that_load_models(project):
+    """precision: auto is bf16 on a CPU with bf16 units and fp32 elsewhere: same params, other weights."""
+    proj, _ = project
+    compute = proj / "fingerprints" / "compute.json"
+    if json.loads(compute.read_text())["device"] == "cuda":
+        pytest.skip("auto is bf16 on CUDA whatever the CPU")
+    assert json.loads(compute.read_text()) == {"device": "cpu", "auto": "fp32"}  # tests force detection off
+    run(["dvc", "repro", "fingerprint"], proj, env=venv_env(DOMAINFT_NATIVE_BF16="1"))
+    assert json.loads(compute.read_text()) == {"device": "cpu", "auto": "bf16"}
+    changed = _changed(proj)
+    assert changed.pop("fingerprint") == ["always changed"]
+    assert set(changed) == {"train", "evaluate", "preference"}
+    assert all({"changed deps": {"fingerprints/compute.json": "modified"}} in changed[s] for s in changed)
+    run(["dvc", "repro", "fingerprint"], proj)  # back on the tests' fp32 host: nothing to rerun
+    assert set(_changed(proj)) == {"fingerprint"}
+
+
 def test_editing_evaluation_code_or_params_does_not_retrain(project):
     proj, _ = project
     metrics_py = proj / "domainft" / "evaluation" / "metrics.py"
     metrics_py.write_text(metrics_py.read_text() + "\n# edited\n")
-    status = run(["dvc", "status", "--json"], proj)
-    changed = json.loads(status[status.index("{"):status.rindex("}") + 1])
+    changed = _changed(proj)
     assert changed.pop("fingerprint") == ["always changed"]
     assert set(changed) == {"evaluate", "preference"}  # the preference stage evaluates SFT vs SFT+DPO
     params = yaml.safe_load((proj / "params.yaml").read_text())

@@ -47,6 +47,32 @@ def test_auto_precision_on_cpu_follows_the_detection(monkeypatch):
     assert pick_dtype("auto", "cuda") == torch.bfloat16
 
 
+def test_auto_precision_without_torch_follows_the_same_rule(tmp_path, monkeypatch):
+    """The fingerprint stage's view of ``auto`` (fingerprints/compute.json) must match pick_dtype's."""
+    monkeypatch.delenv(hardware.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    no_gpu = tmp_path / "no-driver"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    avx2, bf16 = _cpuinfo(tmp_path / "a", ["avx2"]), _cpuinfo(tmp_path / "b", ["avx512f", "avx512_bf16"])
+    assert hardware.auto_precision(avx2, no_gpu) == {"device": "cpu", "auto": "fp32"}
+    assert hardware.auto_precision(bf16, no_gpu) == {"device": "cpu", "auto": "bf16"}
+    assert hardware.native_bf16(avx2) is False and hardware.native_bf16(bf16) is True  # same answers with torch
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "0")
+    assert hardware.auto_precision(bf16, no_gpu)["auto"] == "fp32" and hardware.native_bf16(bf16) is False
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "1")
+    assert hardware.auto_precision(avx2, no_gpu)["auto"] == "bf16"
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    monkeypatch.setenv(hardware.NATIVE_BF16_ENV, "0")
+    assert hardware.visible_nvidia_gpus(gpus) == 1
+    assert hardware.auto_precision(avx2, gpus) == {"device": "cuda", "auto": "bf16"}
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert hardware.visible_nvidia_gpus(gpus) == 0
+        assert hardware.auto_precision(avx2, gpus) == {"device": "cpu", "auto": "fp32"}
+
+
 def test_thread_count_override_then_omp_then_cores(monkeypatch):
     monkeypatch.setattr(hardware, "available_cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -228,3 +228,23 @@ def test_a_new_general_mix_file_reruns_the_split_stage_through_its_fingerprint(t
         assert users == {"split"}, kind
         assert "split.general_mix.path" in stages["fingerprint"]["params"]
         assert {"evaluate.retention", "domain.seed", "prepare.clean"} <= set(stages["split"]["params"])
+
+
+def test_the_fingerprint_records_what_auto_precision_means_here(tmp_path, monkeypatch):
+    """Same params, other host: precision auto may mean bf16 or fp32, so the model-loading stages rerun."""
+    from domainft.stages.fingerprint import run_from_file
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("domainft.hardware.visible_nvidia_gpus", lambda *a: 0)
+    written = []
+    for forced, auto in (("0", "fp32"), ("1", "bf16"), ("0", "fp32")):
+        monkeypatch.setenv("DOMAINFT_NATIVE_BF16", forced)
+        assert run_from_file("params.yaml")["compute"] == {"device": "cpu", "auto": auto}
+        written.append((tmp_path / "fingerprints" / "compute.json").read_text())
+        assert json.loads(written[-1]) == {"device": "cpu", "auto": auto}
+    assert written[0] != written[1] and written[0] == written[2]
+    for kind in ("repo", "project"):
+        stages = yaml.safe_load(render_dvc_yaml(kind))["stages"]
+        users = {n for n, st in stages.items() if "fingerprints/compute.json" in st.get("deps", [])}
+        assert users == {"train", "evaluate", "preference"}, kind  # merge, base and register load in fp32
