@@ -10,6 +10,9 @@ Two policies every stage shares:
 - :func:`apply_threads`: torch intra-op threads from the cores this process may use, so that
   parallel stages do not oversubscribe a small machine (OpenMP threads beyond the free cores
   stall at every barrier).
+- :func:`keep_freed_memory` (called by :func:`apply_threads`): glibc's malloc hands large blocks
+  back to the kernel when they are freed, so every training step page-faults its activations and
+  full-vocabulary logits in afresh; keeping them mapped is 1.15x on the demo's bf16 training.
 - :func:`auto_precision`: what ``precision: auto`` resolves to on this host, read without torch,
   for the fingerprint stage (``fingerprints/compute.json``), so that moving a repository to a host
   where ``auto`` means another precision reruns the stages that load models.
@@ -133,9 +136,47 @@ def thread_count(override: int = 0) -> int:
     return available_cores()
 
 
+MMAP_THRESHOLD = 1 << 30  # bytes: blocks below come from the heap (glibc default: 128 KiB, rising to 32 MiB)
+TRIM_THRESHOLD = 2**31 - 1  # bytes of free memory at the heap's top kept mapped (mallopt takes an int)
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory() -> bool:
+    """Keep freed memory of this process mapped for reuse (glibc only; idempotent).
+
+    ``mallopt(M_MMAP_THRESHOLD, 1 GiB)`` and ``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)``: tensors
+    up to 1 GiB are carved from the heap, and freeing them does not unmap the pages, so the next
+    step's tensors of the same sizes reuse them without page faults (the demo's 4 training steps
+    took 0.88 M minor faults before, 0.51 M after, most of them loading the model). The peak RSS
+    is unchanged: what is kept is what the step already used. The same effect as the allocator
+    settings PyTorch's CPU tuning guide recommends (jemalloc/tcmalloc), without a preload.
+
+    Returns:
+        True when both settings were applied; False on a C library without ``mallopt``
+        (macOS, musl), where nothing changes.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    ok = mallopt(m_mmap_threshold, ctypes.c_int(MMAP_THRESHOLD)) == 1
+    ok = mallopt(m_trim_threshold, ctypes.c_int(TRIM_THRESHOLD)) == 1 and ok
+    log.info("malloc keeps freed memory mapped: %s", ok)
+    return ok
+
+
 def apply_threads(override: int = 0) -> int:
-    """Set torch's intra-op threads to :func:`thread_count` and return the number set."""
+    """Set torch's intra-op threads to :func:`thread_count` and return the number set; also
+    :func:`keep_freed_memory` (both are the CPU setup of a stage process)."""
     import torch
+
+    keep_freed_memory()
 
     n = thread_count(override)
     if torch.get_num_threads() != n:

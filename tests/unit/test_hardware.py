@@ -93,3 +93,33 @@ def test_apply_threads_sets_torch(monkeypatch):
         assert hardware.apply_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+_FAULTS = """
+import resource, sys, torch
+from domainft import hardware
+kept = hardware.keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.empty(16 * 2**20).fill_(1.0)  # 64 MiB allocated, touched, freed
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    torch.empty(16 * 2**20).fill_(1.0)
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_reuses_pages_instead_of_faulting_them_in_again():
+    """Five 64 MiB tensors after a first one: glibc's default unmaps each on free (16k page faults
+    every time); kept mapped, the later ones reuse the first one's pages."""
+    import subprocess
+    import sys
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+        return out[0], int(out[1])
+
+    default, kept = faults("default"), faults("keep")
+    pages = 5 * 64 * 2**20 // 4096
+    assert default[0] == "None" and default[1] > 0.9 * pages, default
+    assert kept[0] == "True" and kept[1] < 0.02 * pages, kept
