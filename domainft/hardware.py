@@ -12,7 +12,7 @@ Two policies every stage shares:
   stall at every barrier).
 - :func:`keep_freed_memory` (called by :func:`apply_threads`): glibc's malloc hands large blocks
   back to the kernel when they are freed, so every training step page-faults its activations and
-  full-vocabulary logits in afresh; keeping them mapped is 1.15x on the demo's bf16 training.
+  full-vocabulary logits in afresh; it keeps them mapped (figures: bench/RESULTS.md, training).
 - :func:`auto_precision`: what ``precision: auto`` resolves to on this host, read without torch,
   for the fingerprint stage (``fingerprints/compute.json``), so that moving a repository to a host
   where ``auto`` means another precision reruns the stages that load models.
@@ -146,10 +146,9 @@ def keep_freed_memory() -> bool:
 
     ``mallopt(M_MMAP_THRESHOLD, 1 GiB)`` and ``mallopt(M_TRIM_THRESHOLD, 2 GiB - 1)``: tensors
     up to 1 GiB are carved from the heap, and freeing them does not unmap the pages, so the next
-    step's tensors of the same sizes reuse them without page faults (the demo's 4 training steps
-    took 0.88 M minor faults before, 0.51 M after, most of them loading the model). The peak RSS
-    is unchanged: what is kept is what the step already used. The same effect as the allocator
-    settings PyTorch's CPU tuning guide recommends (jemalloc/tcmalloc), without a preload.
+    step's tensors of the same sizes reuse them without page faults. The peak RSS is unchanged:
+    what is kept is what the step already used. The same aim as the allocator PyTorch's CPU
+    tuning guide recommends (jemalloc/tcmalloc), without an ``LD_PRELOAD``.
 
     Returns:
         True when both settings were applied; False on a C library without ``mallopt``
