@@ -1,6 +1,6 @@
-"""What the CPU can do, and how many torch threads a stage should use.
+"""What the host can do, and how a stage process sets itself up for it.
 
-Two policies every stage shares:
+The policies every stage shares:
 
 - :func:`native_bf16`: whether the CPU multiplies bf16 matrices in hardware (AMX-BF16 or
   AVX512-BF16, read from the kernel's CPU flags). ``precision: auto`` computes in bf16 only then;

@@ -1,4 +1,6 @@
-"""Hardware policy: native-bf16 detection, the precision it picks, torch threads."""
+"""Hardware policy: native-bf16 detection, the precision it picks, torch threads, freed memory."""
+import platform
+
 import pytest
 import torch
 
@@ -95,8 +97,6 @@ def test_apply_threads_sets_torch(monkeypatch):
         torch.set_num_threads(before)
 
 
-
-
 _FAULTS = """
 import ctypes, resource, sys
 from domainft import hardware
@@ -116,7 +116,7 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_reuses_pages_instead_of_faulting_them_in_again():
     """A 48 MiB block freed and allocated again five times: glibc's default unmaps it on free, so
     every use faults its 12 k pages in afresh; kept mapped, the pages are reused (the speed this
