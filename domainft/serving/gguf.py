@@ -63,8 +63,10 @@ def _probe_cpu(code: str = "import llama_cpp; llama_cpp.llama_print_system_info(
     """"" when llama.cpp's CPU backend runs here, else how its probe process died: a build for
     instructions this CPU lacks dies of SIGILL at its first use, which no ``except`` can catch, so the
     probe (``llama_print_system_info``, which touches the backend) runs in a child process, once."""
-    r = subprocess.run([sys.executable, "-c", code],
-                       capture_output=True, text=True, timeout=120)
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "probe did not finish in 120 s"
     if r.returncode == 0:
         return ""
     return f"probe exit {r.returncode}" + (" (SIGILL: illegal instruction)" if r.returncode in (-4, 132) else "")
