@@ -15,7 +15,10 @@ changes only that, on CPU tensors: label positions only, and :class:`LabelLogPro
 each chunk of tokens against the whole vocabulary with one matmul in the compute dtype (oneDNN
 accumulates bf16 products in fp32, so no partial sum is rounded: the bias TRL's comment on
 ``_addmm_fp32`` guards against comes from summing per-chunk bf16 results) and the softmax
-statistics in fp32. Other devices keep TRL's kernel. Both hooks are private TRL names, so they are
+statistics in fp32. The forward's fp32 log-probabilities over the vocabulary are kept for the
+backward when they take at most :data:`KEEP_BYTES` (and the logits are not soft-capped); above
+that the backward recomputes them chunk by chunk, as TRL does. Both give the same gradients
+bit for bit. Other devices keep TRL's kernel. Both hooks are private TRL names, so they are
 installed only for :data:`TRL_VERSION` (requirements.txt pins it) and otherwise left alone with a
 warning: training then runs TRL's own path, slower on CPU, same loss.
 """
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 
 TRL_VERSION = "1.16.0"  # the version whose private hooks install() replaces
 CHUNK_BYTES = 64 * 2**20  # fp32 logits per token chunk: tokens = CHUNK_BYTES / (4 x vocabulary)
+# fp32 log-probabilities (tokens x vocabulary x 4 bytes) kept from the forward for the backward at
+# most; a larger batch recomputes them (one more LM-head matmul per chunk). 256 MiB is 1,365
+# labelled tokens of a 49,152-token vocabulary, 256 of a 262,144-token one.
+KEEP_BYTES = 256 * 2**20
 
 
 def _tokens_per_chunk(vocab: int) -> int:
@@ -73,11 +80,14 @@ class LabelLogProbs(torch.autograd.Function):
         n_tok, vocab = hidden.shape[0], weight.shape[0]
         w = weight.to(dtype)
         f32 = dict(dtype=torch.float32, device=hidden.device)
-        log_z, logprobs = torch.empty(n_tok, **f32), torch.empty(n_tok, **f32)
+        logprobs = torch.empty(n_tok, **f32)
         entropy = torch.empty(n_tok, **f32) if "entropy" in outputs else None
         sq = torch.empty(n_tok, **f32) if "log_sum_sq_probs" in outputs else None
         mean = torch.empty(n_tok, **f32) if "mean_logits" in outputs else None
         top1 = torch.empty(n_tok, dtype=torch.bool, device=hidden.device) if "is_top1" in outputs else None
+        log_max, log_sum = torch.empty(n_tok, **f32), torch.empty(n_tok, **f32)
+        keep = softcap is None and 4 * n_tok * vocab <= KEEP_BYTES
+        kept = []  # (chunk tokens, V) fp32 log-probabilities, when keep
         step = _tokens_per_chunk(vocab)
         for s in range(0, n_tok, step):
             e = min(s + step, n_tok)
@@ -92,20 +102,22 @@ class LabelLogProbs(torch.autograd.Function):
             ez = z.exp()
             total = ez.sum(-1)
             log_total = total.log()
-            log_z[s:e] = m + log_total
-            logprobs[s:e] = target - log_z[s:e]
+            log_max[s:e], log_sum[s:e] = m, log_total
+            logprobs[s:e] = target - (m + log_total)
             if entropy is not None:  # -sum p log p = log(total) - sum(ez (z - max)) / total
                 entropy[s:e] = log_total - torch.bmm(ez[:, None, :], z[:, :, None]).view(-1) / total
             if sq is not None:  # log sum p^2
                 sq[s:e] = torch.bmm(ez[:, None, :], ez[:, :, None]).view(-1).log() - 2 * log_total
-        ctx.save_for_backward(hidden, weight, bias, targets, log_z, log_z if entropy is None else entropy)
+            if keep:  # log p = z - max - log(total), as the backward's recomputation forms it
+                kept.append(z.sub_(log_total[:, None]))
+        ctx.save_for_backward(hidden, weight, bias, targets, log_max, log_sum, entropy, *kept)
         ctx.args = (dtype, logit_scale, softcap, inv_t)
         ctx.mark_non_differentiable(*(x for x in (sq, mean, top1) if x is not None))
         return logprobs, entropy, sq, mean, top1
 
     @staticmethod
     def backward(ctx, grad_logprobs, grad_entropy, *_):
-        hidden, weight, bias, targets, log_z, entropy = ctx.saved_tensors
+        hidden, weight, bias, targets, log_max, log_sum, entropy, *kept = ctx.saved_tensors
         dtype, logit_scale, softcap, inv_t = ctx.args
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         n_tok, vocab = hidden.shape[0], weight.shape[0]
@@ -114,11 +126,14 @@ class LabelLogProbs(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if need_b and bias is not None else None
         step = _tokens_per_chunk(vocab)
-        for s in range(0, n_tok, step):
+        for i, s in enumerate(range(0, n_tok, step)):
             e = min(s + step, n_tok)
             h = hidden[s:e].to(dtype)
-            z, t = _logits(h, w, bias, logit_scale, softcap, inv_t)
-            log_p = z.sub_(log_z[s:e, None])
+            if kept:
+                log_p, t = kept[i], None
+            else:
+                z, t = _logits(h, w, bias, logit_scale, softcap, inv_t)
+                log_p = z.sub_(log_max[s:e, None]).sub_(log_sum[s:e, None])
             p = log_p.exp()
             if grad_entropy is not None:  # d entropy / dz_j = -p_j (log p_j + entropy)
                 grad = log_p.add_(entropy[s:e, None]).mul_(p).mul_(-grad_entropy[s:e].float()[:, None])

@@ -44,6 +44,38 @@ def test_equals_trl_kernel_in_fp32(temperature, softcap, scale, monkeypatch):
             assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), (name, float((a - b).abs().max()))
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_kept_log_probs_give_the_recomputed_gradients_bit_for_bit(autocast, monkeypatch):
+    """Within KEEP_BYTES the backward reuses the forward's log-probabilities instead of projecting
+    again: 3 LM-head projections (one per chunk) instead of 6, and every output and gradient equal
+    to the recomputing path's to the last bit, in fp32 and under bf16 autocast."""
+    monkeypatch.setattr(lm_head, "CHUNK_BYTES", 4 * 300 * 16)  # 3 chunks of 37 tokens
+    calls = []
+    logits = lm_head._logits
+    monkeypatch.setattr(lm_head, "_logits", lambda *a: calls.append(1) or logits(*a))
+    hidden, weight, bias, targets = _inputs()
+    runs = {}
+    for keep in (4 * 37 * 300, 4 * 37 * 300 - 1):  # exactly fits; one byte short: recompute
+        monkeypatch.setattr(lm_head, "KEEP_BYTES", keep)
+        calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            runs[keep] = _run(LabelLogProbs, hidden, weight, bias, targets, 0.7)
+        runs[keep, "calls"] = len(calls)
+    assert runs[4 * 37 * 300, "calls"] == 3 and runs[4 * 37 * 300 - 1, "calls"] == 6
+    for a, b in zip(runs[4 * 37 * 300], runs[4 * 37 * 300 - 1]):
+        assert torch.equal(a, b)
+    assert runs[4 * 37 * 300][5].abs().sum() > 0  # the hidden gradient is not trivially equal
+
+
+def test_soft_capped_logits_are_recomputed(monkeypatch):
+    """The soft-cap's derivative needs tanh of the logits, which is not kept: the backward projects again."""
+    calls = []
+    logits = lm_head._logits
+    monkeypatch.setattr(lm_head, "_logits", lambda *a: calls.append(1) or logits(*a))
+    _run(LabelLogProbs, *_inputs(), 1.0, 30.0)
+    assert len(calls) == 2
+
+
 def test_log_probs_are_log_softmax_of_the_targets():
     hidden, weight, bias, targets = _inputs(bias=False)
     lp, ent, *_ = LabelLogProbs.apply(hidden, weight, None, targets, 1.0, 0, None, 1.0, ("log_probs", "entropy"))
