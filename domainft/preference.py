@@ -149,7 +149,7 @@ def logratio_margins(policy_dir: str | Path, adapter_dir: str | Path, pairs: lis
     """
     from peft import PeftModel
 
-    from domainft.modeling.base import load_model
+    from domainft.modeling.base import labelled_logprob_sums, load_model
     from domainft.modeling.chat import end_of_turn, tokenize_conversation
 
     model, tok = load_model(str(policy_dir), device="cpu", dtype=torch.float32)
@@ -158,11 +158,8 @@ def logratio_margins(policy_dir: str | Path, adapter_dir: str | Path, pairs: lis
 
     def logp(messages) -> float:
         s = tokenize_conversation(tok, messages, eot, last_only=True)
-        ids = torch.tensor([s.input_ids])  # (1, T)
-        labels = torch.tensor([s.labels])[:, 1:]  # (1, T-1), -100 off the response
-        logits = model(input_ids=ids).logits[:, :-1].float()  # (1, T-1, V)
-        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
-        return float((lp * (labels != -100)).sum())
+        sums, _ = labelled_logprob_sums(model, torch.tensor([s.input_ids]), torch.tensor([s.labels]))  # (1,)
+        return float(sums[0])
 
     out = []
     with torch.no_grad():

@@ -114,26 +114,28 @@ def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
     for i, s in enumerate(samples):
         if s.num_trainable == 0:
             raise ValueError(f"conversation {i} has no assistant tokens to score")
-    out = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
-        width = max(len(s.input_ids) for s in chunk)
+    from domainft.modeling.base import labelled_logprob_sums
+
+    # Batches of similar lengths: less right padding, and the head's span (from the batch's first
+    # response token on, see labelled_logprob_sums) stays near the responses.
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].input_ids), i))
+    out: list[tuple[float, int] | None] = [None] * len(samples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(samples[i].input_ids) for i in chunk)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
         labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
-        for i, s in enumerate(chunk):
+        for row, i in enumerate(chunk):
+            s = samples[i]
             n = len(s.input_ids)
-            ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(s.input_ids), torch.tensor(s.labels), 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)  # (B, T-1, V), (B, T-1)
-        nll = torch.nn.functional.cross_entropy(
-            shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
-        )  # (B, T-1)
-        counts = (shift_labels != IGNORE_INDEX).sum(1)
-        out.extend(zip(nll.sum(1).tolist(), counts.tolist()))
+            ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(s.input_ids), torch.tensor(s.labels), 1
+        sums, counts = labelled_logprob_sums(model, ids.to(device), labels.to(device), mask.to(device))
+        for i, lp, n in zip(chunk, sums.tolist(), counts.tolist()):
+            out[i] = (-float(lp), int(n))
         if progress is not None:
             progress.update(len(chunk))
-    return [(float(a), int(b)) for a, b in out]
+    return out
 
 
 def perplexity(nll: np.ndarray, tokens: np.ndarray) -> float:
