@@ -149,7 +149,8 @@ def logratio_margins(policy_dir: str | Path, adapter_dir: str | Path, pairs: lis
     """
     from peft import PeftModel
 
-    from domainft.modeling.base import labelled_logprob_sums, load_model
+    from domainft.evaluation.metrics import labelled_logprob_sums
+    from domainft.modeling.base import load_model
     from domainft.modeling.chat import end_of_turn, tokenize_conversation
 
     model, tok = load_model(str(policy_dir), device="cpu", dtype=torch.float32)

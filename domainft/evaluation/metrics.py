@@ -90,6 +90,44 @@ class TextScorer:
 
 
 @torch.inference_mode()
+def labelled_logprob_sums(model, input_ids: torch.Tensor, labels: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced log-probability of each row's labelled tokens, summed per row.
+
+    Position ``t`` predicts token ``t + 1``; a token counts where its label is not
+    :data:`~domainft.modeling.chat.IGNORE_INDEX`. The LM head runs only on the positions from the
+    batch's first labelled prediction to the end (transformers' ``logits_to_keep``, for models whose
+    forward takes it; others project every position), not on the prompt before it: with a long
+    source document that is most of the row, and its ``(B, T, V)`` fp32 logits would be most of
+    the memory.
+
+    Args:
+        model: causal LM (a peft model too) on the tensors' device.
+        input_ids, labels: ``(B, T)`` token ids; labels hold the target id or IGNORE_INDEX.
+        attention_mask: ``(B, T)`` 1 on real tokens, or None (no padding).
+
+    Returns:
+        ``(sums, counts)``: ``(B,)`` fp32 sums of natural-log probabilities (<= 0) and ``(B,)``
+        numbers of labelled tokens.
+    """
+    import inspect
+
+    targets = labels[:, 1:]  # (B, T-1)
+    scored = targets != IGNORE_INDEX  # (B, T-1): position t predicts t + 1
+    width = input_ids.shape[1]
+    first = int(scored.any(0).nonzero()[0]) if bool(scored.any()) else width - 1
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(core.forward).parameters:
+        kwargs["logits_to_keep"] = width - first  # the last positions, from the first prediction on
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (B, K, V)
+    logits = logits[:, logits.shape[1] - (width - first):]  # (B, T - first, V) either way
+    logits, targets, scored = logits[:, :-1], targets[:, first:], scored[:, first:]  # (B, T-1-first, ...)
+    logp = -torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets.clamp(min=0),
+                                              reduction="none")  # (B, T-1-first)
+    return (logp * scored).sum(1), scored.sum(1)
+
+
 def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
                  batch_size: int = 8, progress=None) -> list[tuple[float, int]]:
     """Summed NLL of each conversation's final assistant response, with teacher forcing.
@@ -114,8 +152,6 @@ def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
     for i, s in enumerate(samples):
         if s.num_trainable == 0:
             raise ValueError(f"conversation {i} has no assistant tokens to score")
-    from domainft.modeling.base import labelled_logprob_sums
-
     # Batches of similar lengths: less right padding, and the head's span (from the batch's first
     # response token on, see labelled_logprob_sums) stays near the responses.
     order = sorted(range(len(samples)), key=lambda i: (len(samples[i].input_ids), i))
