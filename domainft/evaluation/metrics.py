@@ -92,7 +92,7 @@ class TextScorer:
 @torch.inference_mode()
 def labelled_logprob_sums(model, input_ids: torch.Tensor, labels: torch.Tensor,
                           attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced log-probability of each row's labelled tokens, summed per row.
+    """Teacher-forced log-probability of each row's labelled tokens, summed per row (no gradients).
 
     Position ``t`` predicts token ``t + 1``; a token counts where its label is not
     :data:`~domainft.modeling.chat.IGNORE_INDEX`. The LM head runs only on the positions from the
@@ -128,6 +128,7 @@ def labelled_logprob_sums(model, input_ids: torch.Tensor, labels: torch.Tensor,
     return (logp * scored).sum(1), scored.sum(1)
 
 
+@torch.inference_mode()
 def response_nll(model, tokenizer, conversations: list[list[dict[str, str]]],
                  batch_size: int = 8, progress=None) -> list[tuple[float, int]]:
     """Summed NLL of each conversation's final assistant response, with teacher forcing.
