@@ -18,6 +18,7 @@ are sample means. Deltas are tuned - base with a paired bootstrap 95% percentile
 """
 from __future__ import annotations
 
+import inspect
 import re
 import string
 import unicodedata
@@ -110,8 +111,6 @@ def labelled_logprob_sums(model, input_ids: torch.Tensor, labels: torch.Tensor,
         ``(sums, counts)``: ``(B,)`` fp32 sums of natural-log probabilities (<= 0) and ``(B,)``
         numbers of labelled tokens.
     """
-    import inspect
-
     targets = labels[:, 1:]  # (B, T-1)
     scored = targets != IGNORE_INDEX  # (B, T-1): position t predicts t + 1
     width = input_ids.shape[1]

@@ -9,7 +9,7 @@ import torch
 
 from domainft.evaluation.generate import Generation
 from domainft.evaluation.metrics import (
-    CJKTokenizer, TextScorer, compare, detect_language, normalize_answer, response_nll,
+    CJKTokenizer, TextScorer, compare, detect_language, labelled_logprob_sums, normalize_answer, response_nll,
 )
 from domainft.evaluation.run import score_pair
 from domainft.modeling.base import load_model
@@ -82,29 +82,22 @@ def test_response_nll_matches_training_labels(varied_model_dir, make_records):
 
 
 def _full_logits_sums(model, ids, labels, mask):
-    import torch
-
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits.float()[:, :-1]  # (B, T-1, V)
     lp = torch.log_softmax(logits, -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0]
-    return (lp * (labels[:, 1:] != -100)).sum(1)
+    return (lp * (labels[:, 1:] != IGNORE_INDEX)).sum(1)
 
 
 def test_labelled_logprob_sums_projects_only_from_the_first_response_token(tiny_model_dir):
     """Two right-padded rows with prompts of 9 and 14 tokens: the head sees the 20 - 9 = 11 positions
     from the batch's first prediction on, not all 20, and the sums equal full-logits log-softmax's;
     a model whose forward has no ``logits_to_keep`` gets every position projected, same sums."""
-    import torch
-
-    from domainft.evaluation.metrics import labelled_logprob_sums
-    from domainft.modeling.base import load_model
-
     model, _ = load_model(tiny_model_dir, device="cpu", dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 100, (2, 20), generator=g)
     mask = torch.ones(2, 20, dtype=torch.long)
     mask[0, 16:] = 0
-    labels = torch.full((2, 20), -100)
+    labels = torch.full((2, 20), IGNORE_INDEX)
     labels[0, 10:16], labels[1, 15:20] = ids[0, 10:16], ids[1, 15:20]
     seen = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
