@@ -361,9 +361,9 @@ def main() -> None:
 
     import torch
 
-    from domainft.serving.commands import set_torch_threads
+    from domainft.hardware import apply_threads
 
-    threads = set_torch_threads(0)  # what the server picks with serve.torch_threads = 0
+    threads = apply_threads(0, reserve=1, keep_freed=False)  # what `domainft serve` picks with serve.torch_threads = 0
     phases = set(args.phases.split(","))
     if "engines" in phases:
         return engines_main(args, threads)

@@ -471,7 +471,7 @@ class ServeParams(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
     retry_after_s: int = Field(1, ge=1)
     cache_dir: str = "~/.cache/domainft/models"  # MLflow model downloads
-    torch_threads: int = Field(0, ge=0)  # 0 = all cores but one (left to the HTTP event loop)
+    torch_threads: int = Field(0, ge=0)  # 0 = OMP_NUM_THREADS when set, else all cores but one (left to the HTTP loop)
     header_timeout_s: float = Field(10.0, gt=0)  # request head must arrive within this; else 408 + close
     body_timeout_s: float = Field(30.0, gt=0)  # request body must arrive within this after the head
     keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections close after this

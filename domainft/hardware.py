@@ -118,22 +118,26 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def thread_count(override: int = 0) -> int:
-    """Torch intra-op threads for a stage.
+def thread_count(override: int = 0, reserve: int = 0) -> int:
+    """Torch intra-op threads for a stage or a server.
 
     Args:
-        override: a params value (e.g. ``train.torch_threads``); > 0 wins.
+        override: a params value (e.g. ``train.torch_threads``, ``serve.torch_threads``); > 0 wins.
+        reserve: cores left to other work of the same process when neither ``override`` nor
+            ``OMP_NUM_THREADS`` is set (the server keeps 1 for its HTTP event loop and
+            detokenization: OpenMP threads that outnumber free cores stall at every barrier).
 
     Returns:
         ``override`` when > 0, else ``OMP_NUM_THREADS`` when set to a positive integer, else
-        :func:`available_cores`; never more than the available cores unless overridden.
+        :func:`available_cores` minus ``reserve``; at least 1, never more than the available
+        cores unless overridden.
     """
     if override > 0:
         return override
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return min(int(env), available_cores())
-    return available_cores()
+    return max(1, available_cores() - reserve)
 
 
 MMAP_THRESHOLD = 1 << 30  # bytes: blocks below come from the heap (glibc default: 128 KiB, rising to 32 MiB)
@@ -170,14 +174,16 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-def apply_threads(override: int = 0) -> int:
-    """Set torch's intra-op threads to :func:`thread_count` and return the number set; also
-    :func:`keep_freed_memory` (both are the CPU setup of a stage process)."""
+def apply_threads(override: int = 0, reserve: int = 0, *, keep_freed: bool = True) -> int:
+    """Set torch's intra-op threads to :func:`thread_count` ``(override, reserve)`` and return the
+    number set; also :func:`keep_freed_memory` unless ``keep_freed`` is False (a long-running
+    server keeps glibc's default). Both are the CPU setup of a stage process."""
     import torch
 
-    keep_freed_memory()
+    if keep_freed:
+        keep_freed_memory()
 
-    n = thread_count(override)
+    n = thread_count(override, reserve)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     log.info("torch threads: %d (override %d, OMP_NUM_THREADS %s, %d cores available)", n, override,

@@ -88,6 +88,19 @@ def test_thread_count_override_then_omp_then_cores(monkeypatch):
     assert hardware.thread_count(override=5) == 5
 
 
+def test_thread_count_reserve_only_without_override_or_omp(monkeypatch):
+    """The server's policy: all cores but one, unless OMP_NUM_THREADS or serve.torch_threads says."""
+    monkeypatch.setattr(hardware, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert hardware.thread_count(reserve=1) == 7
+    monkeypatch.setattr(hardware, "available_cores", lambda: 1)
+    assert hardware.thread_count(reserve=1) == 1  # never 0 threads on a 1-core box
+    monkeypatch.setattr(hardware, "available_cores", lambda: 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert hardware.thread_count(reserve=1) == 2
+    assert hardware.thread_count(override=4, reserve=1) == 4
+
+
 def test_apply_threads_sets_torch(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
