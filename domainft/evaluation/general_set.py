@@ -32,8 +32,10 @@ def general_messages(r) -> list[dict] | None:
 
 
 def load_general(path: str | Path, max_samples: int, seed: int = 0) -> list[dict]:
-    """Records of a general held-out file: alpaca JSON/JSONL (instruction, input, output) or
-    canonical JSONL (``messages`` ending with an assistant turn).
+    """Records of a general held-out file: alpaca (instruction, input, output) or canonical
+    (``messages`` ending with an assistant turn) records, in any container prepare reads
+    (:func:`domainft.data.ingest.read_objects`: JSON array or object, JSONL, CSV/TSV, Parquet,
+    XLSX). Records of other shapes are skipped.
 
     Args:
         max_samples: keep this many, chosen by a seeded hash of each record's text (0 = all); the
@@ -43,16 +45,27 @@ def load_general(path: str | Path, max_samples: int, seed: int = 0) -> list[dict
         ``[{"id": "g<i>", "messages": [user, assistant]}]`` (canonical form).
 
     Raises:
-        RetentionDataError: missing file, unreadable JSON, or no record with a non-empty answer.
+        RetentionDataError: missing file, not UTF-8, a line that is not JSON (``file:line:
+            reason``; the set is scored whole or not at all), an unknown format, or no record
+            with a non-empty answer.
     """
+    from domainft.data.ingest import read_objects
+    from domainft.data.records import RecordError
+
     path = Path(path)
     if not path.is_file():
         raise RetentionDataError(f"evaluate.retention.path: file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
-    except json.JSONDecodeError as err:
-        raise RetentionDataError(f"evaluate.retention.path: {path} is not JSON or JSONL ({err.msg})") from None
+        objects, problem = read_objects(path, str(path), "utf-8")
+        if problem is not None:
+            raise RetentionDataError(f"evaluate.retention.path: {path} is not valid UTF-8 (line {problem.line})")
+        raw = []
+        for line, obj, err in objects:
+            if err is not None:
+                raise RetentionDataError(f"evaluate.retention.path: {path}:{line}: {err}")
+            raw.append(obj)
+    except RecordError as err:  # not a format ingest reads
+        raise RetentionDataError(f"evaluate.retention.path: {err}") from None
     records = []
     for i, r in enumerate(raw):
         msgs = general_messages(r)
