@@ -63,9 +63,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-import click
 
-from domainft.config import Params, ParamsError, PromoteParams, load_params
+from domainft.config import Params, PromoteParams
 from domainft.errors import DomainftError
 
 PRIMARY_KEY = "eval.primary.tuned"
@@ -404,27 +403,3 @@ def print_result(result: PromoteResult, file=None) -> None:
     if result.decision in ("promoted", "forced") and several:
         msg += f" ({next(c.label for c in result.candidates if c.version == result.challenger)})"
     console.print(msg, markup=False)
-
-
-@click.command(name="promote")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path())
-@click.option("--force", is_flag=True, help="Move @champion even if gates fail (needs --reason).")
-@click.option("--reason", default=None, help="Why; recorded as the version tag domainft.promote.reason.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
-@click.option("--candidate", type=click.Choice(["auto", "sft", "dpo"]), default="auto", show_default=True,
-              help="auto: the SFT+DPO version (@challenger-dpo) first when registered, then SFT (@challenger).")
-def promote_cli(params_path: str, force: bool, reason: str | None, as_json: bool, candidate: str) -> None:
-    """Move @champion to @challenger when the gates in params `promote` pass (exit 1 when refused)."""
-    if force and not (reason and reason.strip()):
-        raise click.UsageError("--force requires --reason TEXT")
-    try:
-        params = load_params(params_path)
-        result = promote(params, force=force, reason=reason, candidate=candidate)
-    except (ParamsError, PromoteError) as err:
-        raise click.ClickException(str(err)) from None
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        print_result(result)
-    if result.decision == "refused":
-        sys.exit(1)

@@ -29,12 +29,12 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 
-import click
+from domainft.errors import DomainftError
 
 COLUMNS = ["item", "question", "reference", "answer_a", "answer_b", "preference", "rater", "comment"]
 
 
-class ReviewError(ValueError):
+class ReviewError(DomainftError, ValueError):
     """A ratings file or key is malformed (message names file, line and column)."""
 
 
@@ -181,55 +181,3 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
     if pairs:
         m["human.inter_rater_agreement"] = sum(x == y for x, y in pairs) / len(pairs)
     return m
-
-
-@click.group("review", help="Blind human review: in the browser (serve) or a rating sheet (export); import the verdicts.")
-def review_cli() -> None:
-    pass
-
-
-@review_cli.command("export")
-@click.option("--predictions", default="metrics/predictions.jsonl", show_default=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", default="review", show_default=True, type=click.Path())
-@click.option("--seed", default=0, show_default=True, help="Seeds the per-item A/B order.")
-@click.option("--max-items", default=0, show_default=True, help="0 = every prediction.")
-def export_cmd(predictions: str, out_dir: str, seed: int, max_items: int) -> None:
-    """Write sheet.csv, sheet.html (for raters) and key.json (keep it away from raters)."""
-    paths = export_review(predictions, out_dir, seed, max_items)
-    click.echo("\n".join(f"{k}: {v}" for k, v in paths.items()))
-
-
-@review_cli.command("import")
-@click.argument("ratings", nargs=-1, type=click.Path(exists=True))
-@click.option("--db", default=None, type=click.Path(exists=True),
-              help="Verdict store of `domainft review serve` (review/verdicts.db).")
-@click.option("--key", "key_path", default="review/key.json", show_default=True, type=click.Path(exists=True))
-@click.option("--predictions", default="metrics/predictions.jsonl", show_default=True, type=click.Path(exists=True))
-@click.option("--out", "out_path", default="metrics/review.json", show_default=True, type=click.Path())
-def import_cmd(ratings: tuple[str, ...], db: str | None, key_path: str, predictions: str, out_path: str) -> None:
-    """Read rating CSVs (columns item, preference[, rater, comment]) and/or --db, write metrics/review.json."""
-    from domainft.stages import write_metrics
-
-    if not ratings and db is None:
-        raise click.ClickException("give rating CSVs or --db review/verdicts.db")
-    try:
-        metrics = import_review(list(ratings), key_path, predictions, db)
-    except ReviewError as err:
-        raise click.ClickException(str(err)) from None
-    write_metrics("review", metrics, out_path)
-    click.echo(json.dumps(metrics, indent=2))
-
-
-@review_cli.command("serve")
-@click.option("--predictions", default="metrics/predictions.jsonl", show_default=True, type=click.Path(exists=True))
-@click.option("--dir", "review_dir", default="review", show_default=True, type=click.Path(),
-              help="key.json (written when absent, as by export) and verdicts.db live here.")
-@click.option("--seed", default=0, show_default=True, help="Seeds the per-item A/B order (new key only).")
-@click.option("--max-items", default=0, show_default=True, help="0 = every prediction (new key only).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True)
-def serve_cmd(predictions: str, review_dir: str, seed: int, max_items: int, host: str, port: int) -> None:
-    """Blind A/B review in the browser: keys A / B / T (tie), several raters, comments, resume."""
-    from domainft.evaluation.review_app import serve
-
-    serve(predictions, review_dir, seed, max_items, host, port)

@@ -26,10 +26,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
-from domainft.config import Params, ParamsError, parse_params
+from domainft.config import Params, parse_params
+from domainft.errors import DomainftError
 
 SCENARIOS = ("customer-service", "finance", "medical", "legal", "legal-review")
 
@@ -62,7 +62,7 @@ mlartifacts/
 """
 
 
-class ScenarioError(ValueError):
+class ScenarioError(DomainftError, ValueError):
     """Unknown scenario, bad names file or data path, or a target folder that is not empty."""
 
 
@@ -370,43 +370,3 @@ def _first_commit(root: Path, scenario: str) -> str:
     _run(["git", "add", "-A"], root)
     _run(["git", *who, "commit", "-q", "-m", f"domainft init --scenario {scenario}"], root)
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-
-
-@click.command("init")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--scenario", required=True, type=click.Choice(SCENARIOS),
-              help="Preset: system prompt, column mapping, PII rules, evaluation, CPU-sized train/eval.")
-@click.option("--data", "data", multiple=True, type=click.Path(exists=True),
-              help="Raw data file or folder copied into data/raw/ (repeatable).")
-@click.option("--names-file", type=click.Path(exists=True, dir_okay=False),
-              help="Names/terms to redact as [NAME], one per line (-> prepare.pii.names).")
-@click.option("--base", "base_source", default=None,
-              help="Override base.source: a model folder, gguf:<package or file>, or owner/name.")
-def init_cli(directory: str, scenario: str, data: tuple[str, ...], names_file: str | None,
-             base_source: str | None) -> None:
-    """Scaffold a pipeline project in DIRECTORY for one industry scenario.
-
-    \b
-    Scenarios:
-      customer-service  FAQ tables / support logs (e.g. bank_faq.csv: Question, Answer)
-      finance           filings Q&A grouped by company (e.g. financebench.jsonl)
-      medical           de-identified record -> summary (columns record, summary); PII + names
-      legal             Chinese legal consultation (e.g. lawbench: instruction, question, answer);
-                        PII + names, character-level ROUGE-L / chrF
-      legal-review      contract / ToS review, Yes or No (CUAD clauses + descriptions, CLAUDETTE)
-    Then: cd DIRECTORY && dvc repro && domainft compare
-    """
-    try:
-        res = init_project(directory, scenario, list(data), names_file, base_source)
-    except (ScenarioError, ParamsError) as err:
-        raise click.ClickException(str(err)) from None
-    p = res.params
-    click.echo(f"scaffolded {res.path} for scenario {scenario!r}: base {p.base.source}, "
-               f"{len(res.data_files)} raw file(s) in {p.prepare.raw_dir}, "
-               f"PII names {len(p.prepare.pii.names)}, evaluate.language {p.evaluate.language}")
-    for line in res.found:
-        click.echo(f"  {line}")
-    for line in res.warnings:
-        click.echo(f"warning: {line}", err=True)
-    click.echo(f"first commit {res.commit[:12] if res.commit else '-'}")
-    click.echo(f"next: cd {res.path} && dvc repro && domainft compare")

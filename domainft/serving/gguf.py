@@ -558,3 +558,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def fidelity_records(path: str | Path | None = None) -> list[dict]:
+    """The conversations of the export's fidelity check: the JSONL file ``path``, else the first of
+    data/splits/val.jsonl and data/splits/train.jsonl that exists and holds a record.
+
+    Raises:
+        GgufExportError: none of those files exists or holds a record.
+    """
+    from domainft.atomic import read_jsonl
+
+    cands = [Path(path)] if path else [Path("data/splits/val.jsonl"), Path("data/splits/train.jsonl")]
+    for c in cands:
+        if c.is_file():
+            records = read_jsonl(c)
+            if records:
+                return records
+    raise GgufExportError(f"no fidelity conversations in {', '.join(map(str, cands))}; run `dvc repro split` "
+                          "or give --prompts FILE.jsonl")

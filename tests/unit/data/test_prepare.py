@@ -249,7 +249,7 @@ def test_a_mapped_column_missing_from_the_header_is_named(tmp_path, monkeypatch)
 
 
 def test_cli_prints_one_error_line_and_removes_stale_outputs(tmp_path, monkeypatch):
-    """on_error: fail -> exit 1 with `Error: <file>:<line>: ...`, no traceback; last run's outputs gone."""
+    """on_error: fail -> exit 1 with `error: <file>:<line>: ...`, no traceback; last run's outputs gone."""
     from click.testing import CliRunner
 
     from domainft.cli import cli
@@ -262,7 +262,7 @@ def test_cli_prints_one_error_line_and_removes_stale_outputs(tmp_path, monkeypat
     (tmp_path / "params.yaml").write_text(json.dumps({"prepare": {"on_error": "fail"}}))
     res = CliRunner().invoke(cli, ["prepare"])
     assert res.exit_code == 1 and "Traceback" not in res.output
-    assert "Error: data/raw/a.jsonl:2: invalid_json" in res.output
+    assert "error: data/raw/a.jsonl:2: invalid_json" in res.output and "Error:" not in res.output
     assert not (tmp_path / "data/processed/records.jsonl").exists() and not (tmp_path / "metrics/prepare.json").exists()
 
 

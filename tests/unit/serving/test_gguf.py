@@ -83,14 +83,14 @@ def test_backend_auto_falls_back_to_torch_with_a_reason(tiny_model_dir):
 def test_serve_backend_llamacpp_without_a_gguf_is_one_error_line(tiny_model_dir):
     r = CliRunner().invoke(cli, ["serve", "--model", str(tiny_model_dir), "--backend", "llamacpp", "--port", "0"])
     assert r.exit_code == 1
-    assert r.output.count("\n") == 1 and r.output.startswith("Error: cannot serve with llama.cpp: ")
+    assert r.output.count("\n") == 1 and r.output.startswith("error: cannot serve with llama.cpp: ")
 
 
 def test_export_refuses_a_folder_that_is_not_a_model(tmp_path):
     r = CliRunner().invoke(cli, ["export", "gguf", "--model", str(tmp_path), "--out", str(tmp_path / "o"),
                                  "--prompts", str(tmp_path / "none.jsonl")])
     assert r.exit_code == 1
-    assert r.output.count("\n") == 1 and r.output.startswith("Error: ")
+    assert r.output.count("\n") == 1 and r.output.startswith("error: no fidelity conversations in ")
 
 
 # --------------------------------------------------------------------------- with llama.cpp

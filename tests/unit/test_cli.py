@@ -1,0 +1,82 @@
+"""The command line's error policy: a DomainftError from any command is one `error:` line, exit 1."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import domainft
+from domainft.cli import cli
+
+
+def _one_error_line(res, *needles: str, lines: int = 1) -> None:
+    """Exit 1, output ``error: ...`` (``lines`` lines: a params error lists each bad key below)."""
+    assert res.exit_code == 1, res.output
+    assert res.output.count("\n") == lines and res.output.startswith("error: "), res.output
+    assert "Traceback" not in res.output and "Error:" not in res.output
+    for n in needles:
+        assert n in res.output, res.output
+
+
+def test_a_bad_params_key_in_a_stage_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(json.dumps({"prepare": {"on_eror": "fail"}}))
+    _one_error_line(CliRunner().invoke(cli, ["prepare"]), "invalid params.yaml", "prepare.on_eror", lines=2)
+
+
+def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}], "reference": "r",
+                                 "base_answer": "b", "tuned_answer": "t"}) + "\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["review", "export", "--predictions", str(preds), "--out", str(tmp_path / "rv")]).exit_code == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item,preference\nitem-0099,A\n")
+    res = runner.invoke(cli, ["review", "import", str(bad), "--key", str(tmp_path / "rv/key.json"),
+                              "--predictions", str(preds), "--out", str(tmp_path / "x.json")])
+    _one_error_line(res, "unknown item 'item-0099'")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_init_into_a_non_empty_folder_and_compare_without_metrics(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "keep.txt").write_text("x")
+    _one_error_line(CliRunner().invoke(cli, ["init", str(tmp_path / "p"), "--scenario", "finance"]), "not an empty folder")
+    assert (tmp_path / "p" / "keep.txt").read_text() == "x"
+    _one_error_line(CliRunner().invoke(cli, ["compare", "--metrics", str(tmp_path / "none.json")]), "none.json not found")
+
+
+def test_usage_errors_keep_clicks_form_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    bad = CliRunner().invoke(cli, ["init", str(tmp_path / "q"), "--scenario", "retail"])
+    assert bad.exit_code == 2 and "Usage:" in bad.output and "retail" in bad.output
+    import domainft.scenarios
+
+    def bug(*a, **k):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(domainft.scenarios, "init_project", bug)
+    res = CliRunner().invoke(cli, ["init", str(tmp_path / "r"), "--scenario", "finance"])
+    assert res.exit_code == 1 and isinstance(res.exception, KeyError)  # not turned into an `error:` line
+
+
+def test_click_is_imported_only_by_cli_py():
+    """House rule: the command line lives in cli.py; library modules raise DomainftError instead."""
+    root = Path(domainft.__file__).parent
+    users = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "click" or n.startswith("click.") for n in names):
+                users.append(path.relative_to(root).as_posix())
+    assert users == ["cli.py"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["export", "gguf", "--help"],
+                                  ["promote", "--help"], ["review", "import", "--help"], ["init", "--help"]])
+def test_every_command_is_registered(argv):
+    res = CliRunner().invoke(cli, argv)
+    assert res.exit_code == 0 and "Usage:" in res.output
