@@ -11,7 +11,8 @@ Types (``prepare.pii.types``) and their placeholder:
   version string) and full or ``::``-compressed IPv6.
 - ``phone`` -> ``[PHONE]``: (a) ``+`` country code followed by 6-14 digits in groups;
   (b) mainland China mobile ``1[3-9]`` + 9 digits (optional ``+86``/``86``, ``3-4-4`` grouping);
-  (c) NANP ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567``; (d) a 7-13 digit number
+  (c) NANP ``(555) 123-4567`` / ``555-123-4567`` / ``555.123.4567`` / ``1-800-555-1234``, one
+  separator throughout (``252.227-7013`` is a clause number); (d) a 7-13 digit number
   (spaces/hyphens allowed) within 60 characters after a phone word (call, phone, tel, mobile, SMS,
   whatsapp, fax, hotline, dial, 电话, 手机, 致电, 热线, 拨打, 联系方式).
 - ``ip`` needs an IP's context: a network word (ip, address, server, host, ping, dns, gateway,
@@ -47,7 +48,8 @@ IPV6 = re.compile(r"(?<![0-9A-Za-z:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}
 PHONE_PATTERNS = [
     re.compile(r"(?<![0-9A-Za-z+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,5}(?:[ .-]?\d{2,5}){1,4}" + _E),
     re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+?86)[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}" + _E),
-    re.compile(r"(?<![0-9A-Za-z(])(?:\(\d{3}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}" + _E),
+    # NANP: (555) 123-4567, 555-123-4567, 1-800-555-1234 (one separator throughout; 252.227-7013 is a clause number)
+    re.compile(r"(?<![0-9A-Za-z(])(?<!\d[-.])(?:1([-. ]))?(?:\(\d{3}\)\s?\d{3}[-.]|\d{3}([-.])\d{3}\2)\d{4}" + _E),
 ]
 PHONE_WORDS = re.compile(
     r"(?i)\b(?:call|calling|phone|telephone|tel|mobile|cell|sms|whatsapp|fax|hotline|helpline|dial|contact)\b"

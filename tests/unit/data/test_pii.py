@@ -90,6 +90,21 @@ def test_person_names_handles_and_addresses_without_a_list():
     assert r.counts == {"person": 4, "address": 3, "handle": 3}
 
 
+def test_ordinary_text_is_not_redacted_as_names_addresses_or_phones():
+    """Title-case product words, laws, street-type nouns and clause numbers stay as written."""
+    r = Redactor(["phone", "address", "person"])
+    keep = ["Your One Time Code arrives within One Minute.", "Apply for Visa Gold via Bank of India Online.",
+            "Asset Verification and Grace Management are done by the branch.",
+            "依据《中华人民共和国道路交通安全法》第七十六条，对方应承担责任。", "两车在十字路口相撞，双方的思路不同。",
+            "See DFARS 252.227-7014(a)(1) and FAR 52.227-19."]
+    for text in keep:
+        assert r.redact(text) == text, text
+    assert r.redact("Call 1-888-555-0199 or (212) 555-0147, ask for Priya Sharma at 5 Elm Street.") == \
+        "Call [PHONE] or [PHONE], ask for [NAME] at [ADDRESS]."
+    assert r.redact("他住在朝阳区人民路12号，王小明也住在延安西路。") == "他住在[ADDRESS]，[NAME]也住在[ADDRESS]。"
+    assert r.counts == {"phone": 2, "person": 2, "address": 3}
+
+
 def test_rejects_are_redacted_like_records(tmp_path):
     from domainft.config import parse_params
     from domainft.data.prepare import prepare
