@@ -99,8 +99,14 @@ def compare(metrics_path: str) -> None:
     path = Path(metrics_path)
     if not path.exists():
         raise CliError(f"{path} not found; run `dvc repro` first")
-    m = json.loads(path.read_text())
-    names = sorted({k.rsplit(".", 1)[0] for k in m if k.endswith(".tuned")})
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CliError(f"{path}: not JSON ({err})") from None
+    names = sorted({k.rsplit(".", 1)[0] for k in m if k.endswith(".tuned")}) if isinstance(m, dict) else []
+    if not names:
+        raise CliError(f"{path}: no base-vs-tuned metric (<name>.base / <name>.tuned keys); give the evaluate "
+                       "stage's metrics/eval.json")
     table = Table(title=f"base vs tuned on {m.get('n_samples', '?')} held-out samples ({path})")
     for col in ("metric", "base", "tuned", "delta", "95% CI of delta", "wins/ties/losses"):
         table.add_column(col, justify="left" if col == "metric" else "right")
@@ -159,7 +165,7 @@ def serve(ctx: click.Context, model, adapter_args, host, port, params_path, back
     try:
         adapter, named = parse_adapter_args(adapter_args)
         app = build_app(params, model, adapter, named or None, backend=backend, gguf=gguf_path, threads=threads)
-    except ValueError as err:  # e.g. a malformed adapter or model argument from a library: one line too
+    except (ValueError, OSError) as err:  # a model folder transformers cannot read (bad config.json): one line too
         raise CliError(str(err)) from None
     config = uvicorn_config(app, host or params.serve.host, params.serve.port if port is None else port, params.serve)
     uvicorn.Server(config).run()

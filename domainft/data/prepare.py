@@ -42,6 +42,10 @@ class PrepareError(DomainftError, RuntimeError):
     """``prepare.on_error: fail`` and a record was malformed (message names file, line, reason)."""
 
 
+class RecordFileError(DomainftError, ValueError):
+    """A line of a records.jsonl / split file (a pipeline output) is not a record; names file:line."""
+
+
 @dataclass
 class PrepareResult:
     records: list[Record]
@@ -453,7 +457,8 @@ def write_jsonl(path: str | Path, rows) -> int:
 
 
 def read_records(path: str | Path) -> list[Record]:
-    """Records of a records.jsonl / split file (raises ValueError naming file:line on bad JSON)."""
+    """Records of a records.jsonl / split file (raises :class:`RecordFileError`, a ValueError,
+    naming file:line on a line that is not a record)."""
     return [_record(path, i, d) for i, d, _ in _iter_lines(path)]
 
 
@@ -462,7 +467,7 @@ def read_records_and_lines(path: str | Path) -> tuple[list[Record], list[bytes]]
     included), for a stage that copies records to another file without serialising them again.
 
     Raises:
-        ValueError: a line is not a record, naming file:line.
+        RecordFileError: a line is not a record, naming file:line.
     """
     records, lines = [], []
     for i, d, line in _iter_lines(path):
@@ -475,7 +480,7 @@ def _record(path: str | Path, i: int, d: dict) -> Record:
     try:
         return Record.from_dict(d)
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}:{i}: not a record (missing or wrong {err})") from None
+        raise RecordFileError(f"{path}:{i}: not a record (missing or wrong {err})") from None
 
 
 def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -485,7 +490,7 @@ def iter_record_dicts(path: str | Path) -> Iterator[tuple[int, dict]]:
     ``meta`` and ``group``, so only those are checked for orjson's big-integer floats.
 
     Raises:
-        ValueError: a line is not a JSON object, naming file:line.
+        RecordFileError: a line is not a JSON object, naming file:line.
     """
     for i, d, _ in _iter_lines(path):
         yield i, d
@@ -507,5 +512,5 @@ def _iter_lines(path: str | Path) -> Iterator[tuple[int, dict, bytes]]:
                 if not isinstance(d, dict):
                     raise ValueError(f"a JSON {type(d).__name__}, not an object")
             except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
-                raise ValueError(f"{path}:{i}: not a record ({err})") from None
+                raise RecordFileError(f"{path}:{i}: not a record ({err}); rerun the stage that wrote it") from None
             yield i, d, line

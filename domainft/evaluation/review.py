@@ -103,8 +103,21 @@ const a=document.createElement('a');a.href=URL.createObjectURL(new Blob([out],{t
 
 
 def _read_ratings(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ReviewError(f"{path}: not UTF-8 at byte {err.start}; save the sheet as UTF-8 CSV") from None
+    try:
+        return _parse_ratings(path, text)
+    except csv.Error as err:
+        raise ReviewError(f"{path}: not a readable CSV ({err})") from None
+
+
+def _parse_ratings(path: Path, text: str) -> list[dict]:
+    import io
+
+    with io.StringIO(text, newline="") as f:
+        reader = csv.DictReader(f, strict=True)
         missing = {"item", "preference"} - set(reader.fieldnames or [])
         if missing:
             raise ReviewError(f"{path}: missing column(s) {sorted(missing)}")
@@ -132,9 +145,16 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
         majority verdict (base, tuned or tie) of the items that are not stale.
 
     Raises:
-        ReviewError: bad preference value, unknown item, missing column.
+        ReviewError: bad preference value, unknown item, missing column, a file that is not UTF-8
+            CSV, a key that is not review export's key.json, a verdict store that is not SQLite.
     """
-    key = json.loads(Path(key_path).read_text(encoding="utf-8"))["items"]
+    try:
+        key = json.loads(Path(key_path).read_text(encoding="utf-8"))["items"]
+        if not isinstance(key, dict):
+            raise TypeError
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise ReviewError(f"{key_path}: not a key.json of `domainft review export` (JSON with an 'items' "
+                          "object)") from None
     preds = {r["id"]: r for r in _read_predictions(predictions)}
     votes: dict[str, dict[str, str]] = defaultdict(dict)  # item -> rater -> base|tuned|tie
     unrated = 0
@@ -142,7 +162,12 @@ def import_review(ratings: list[str | Path], key_path: str | Path, predictions: 
     if db is not None:
         from domainft.evaluation.review_app import VerdictStore
 
-        sources.append(VerdictStore(db).ratings())
+        import sqlite3
+
+        try:
+            sources.append(VerdictStore(db).ratings())
+        except sqlite3.DatabaseError as err:
+            raise ReviewError(f"{db}: not a verdict store of `domainft review serve` ({err})") from None
     for rows in sources:
         for r in rows:
             if r["item"] not in key:

@@ -27,6 +27,15 @@ def test_a_bad_params_key_in_a_stage_is_one_line_naming_the_key(tmp_path, monkey
     _one_error_line(CliRunner().invoke(cli, ["prepare"]), "invalid params.yaml", "prepare.on_eror", lines=2)
 
 
+def test_a_records_file_that_is_not_records_is_one_line_naming_file_and_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("{}")
+    Path("data/processed").mkdir(parents=True)
+    Path("data/processed/records.jsonl").write_text("not json\n")
+    _one_error_line(CliRunner().invoke(cli, ["split"]), "data/processed/records.jsonl:1: not a record")
+    assert not Path("data/splits/train.jsonl").exists()
+
+
 def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
     preds = tmp_path / "predictions.jsonl"
     preds.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}], "reference": "r",
@@ -39,6 +48,33 @@ def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
                               "--predictions", str(preds), "--out", str(tmp_path / "x.json")])
     _one_error_line(res, "unknown item 'item-0099'")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_review_import_refuses_unreadable_files_in_one_line(tmp_path):
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}], "reference": "r",
+                                 "base_answer": "b", "tuned_answer": "t"}) + "\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["review", "export", "--predictions", str(preds), "--out", str(tmp_path / "rv")]).exit_code == 0
+    (tmp_path / "latin1.csv").write_bytes(b"item,preference,comment\nitem-0001,A,caf\xe9\n")
+    (tmp_path / "quote.csv").write_text('item,preference\n"item-0001,A\n')
+    (tmp_path / "key.json").write_text("{")
+    (tmp_path / "junk.db").write_text("not sqlite")
+    key = ["--key", str(tmp_path / "rv/key.json")]
+    for args, needle in [([str(tmp_path / "latin1.csv"), *key], "latin1.csv: not UTF-8 at byte"),
+                         ([str(tmp_path / "quote.csv"), *key], "quote.csv: not a readable CSV"),
+                         (["--db", str(tmp_path / "junk.db"), *key], "junk.db: not a verdict store"),
+                         ([str(tmp_path / "quote.csv"), "--key", str(tmp_path / "key.json")], "key.json: not a key.json")]:
+        res = runner.invoke(cli, ["review", "import", *args, "--predictions", str(preds), "--out", str(tmp_path / "x.json")])
+        _one_error_line(res, needle)
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("content", ["{", "[1, 2]", "{}", '{"n_samples": 3}'])
+def test_compare_refuses_a_file_that_is_not_eval_json(tmp_path, content):
+    (tmp_path / "m.json").write_text(content)
+    res = CliRunner().invoke(cli, ["compare", "--metrics", str(tmp_path / "m.json")])
+    _one_error_line(res, "m.json: not JSON" if content == "{" else "m.json: no base-vs-tuned metric")
 
 
 def test_init_into_a_non_empty_folder_and_compare_without_metrics(tmp_path):
