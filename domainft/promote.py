@@ -300,7 +300,9 @@ def promote(params: Params, force: bool = False, reason: str | None = None, cand
 
     Raises:
         ValueError: ``force`` without a non-empty ``reason``.
-        PromoteError: the registered model or its ``challenger`` alias does not exist; ``dpo``
+        PromoteError: the tracking server does not answer (after MLflow's own retries,
+            ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``); the registered model or its ``challenger`` alias
+            does not exist; ``dpo``
             asked for without a @challenger-dpo version of the @challenger's run.
     """
     from domainft.registry import ALIAS_CHALLENGER, ALIAS_CHALLENGER_DPO, ALIAS_CHAMPION, model_name
@@ -313,7 +315,11 @@ def promote(params: Params, force: bool = False, reason: str | None = None, cand
     name = model_name(params)
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":  # unreachable or failing server, after MLflow's retries
+            first = str(err.message).strip().splitlines()[0][:300] if str(err.message).strip() else err.error_code
+            raise PromoteError(f"MLflow at {mlflow.get_tracking_uri()} did not answer ({first}); start the server "
+                               "or fix MLFLOW_TRACKING_URI / register.tracking_uri") from None
         raise PromoteError(f"registered model {name!r} not found at {mlflow.get_tracking_uri()}; "
                            "run `dvc repro` (stage register) first") from None
     chal = _version_by_alias(client, name, ALIAS_CHALLENGER)

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from domainft.config import Params
+from domainft.errors import DomainftError
+
+
+class TrackingError(DomainftError, RuntimeError):
+    """The MLflow tracking store does not answer (after MLflow's own retries) or refuses the experiment."""
 
 
 def tracking_uri(params: Params) -> str:
@@ -80,6 +85,11 @@ def setup_mlflow(params: Params):
     """Point MLflow at the tracking URI and experiment; returns the ``mlflow`` module.
 
     A new SQLite store gets its schema under :func:`store_lock`, so concurrent first uses do not crash.
+
+    Raises:
+        TrackingError: the store does not answer or refuses the experiment (deleted); a server
+            is retried first as MLflow's ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and
+            ``MLFLOW_HTTP_REQUEST_TIMEOUT`` say.
     """
     import mlflow
 
@@ -88,7 +98,12 @@ def setup_mlflow(params: Params):
     with store_lock(uri):
         mlflow.set_tracking_uri(uri)
         _restore_env(user_env)
-        mlflow.set_experiment(params.register.experiment)
+        try:
+            mlflow.set_experiment(params.register.experiment)
+        except mlflow.exceptions.MlflowException as err:  # unreachable server, deleted experiment, ...
+            first = (str(err.message).strip().splitlines() or [err.error_code])[0][:500]
+            raise TrackingError(f"MLflow at {uri}: {first} (register.experiment {params.register.experiment!r}; "
+                                "start the server or fix MLFLOW_TRACKING_URI / register.tracking_uri)") from None
     return mlflow
 
 
