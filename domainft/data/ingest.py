@@ -19,6 +19,7 @@ import csv
 import fnmatch
 import io
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,8 @@ from typing import Any, Iterator
 
 from domainft.data.records import RecordError, loads
 from domainft.data.schemas import Draft, convert, convert_session, detect_schema, resolve_fields
+
+log = logging.getLogger(__name__)
 
 JSON_EXT = {".json", ".jsonl", ".ndjson", ".jsonlines"}
 # What the json module raises on bad text: JSONDecodeError, ValueError (an integer of over 4300
@@ -351,6 +354,10 @@ def iter_file(path: Path, rel: str, *, schema: str | None = None, columns: dict[
     fields = resolve_fields(keys, columns or {})
     schema = schema or detect_schema(fields)
     missing_columns = [c for c in (columns or {}).values() if c not in keys] if keys else []
+    guessed = {canon: fields[canon] for canon, col in (columns or {}).items() if keys and col not in keys and canon in fields}
+    if guessed and (chunk is None or chunk.start == 0):  # a typo must not pass unseen; a preset's mapping may not fit every file
+        log.warning("%s: prepare.columns %s name no column of this file; read by name instead: %s (columns %s)",
+                    rel, {c: columns[c] for c in guessed}, guessed, keys[:12])
 
     def all_items():
         yield from buffered

@@ -95,6 +95,20 @@ def test_column_mapping_and_schema_override(tmp_path):
     assert _turns(_items(both, schema="qa")[0]) == [("user", "q"), ("assistant", "a")]
 
 
+def test_a_mapped_column_the_file_lacks_is_warned_about_when_a_name_is_read_instead(tmp_path, caplog):
+    path = tmp_path / "faq.csv"
+    path.write_text("Question,Answer,Reply\nHow?,Like this.,Later.\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="domainft.data.ingest"):
+        [item] = _items(path, columns={"answer": "Replly"})
+    assert _turns(item) == [("user", "How?"), ("assistant", "Like this.")]  # Answer, by its name
+    [msg] = [r.getMessage() for r in caplog.records]
+    assert "faq.csv" in msg and "'answer': 'Replly'" in msg and "'answer': 'Answer'" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="domainft.data.ingest"):
+        [item] = _items(path, columns={"answer": "Reply"})
+    assert _turns(item)[1] == ("assistant", "Later.") and not caplog.records
+
+
 def test_qa_with_instruction_prefix_becomes_input(tmp_path):
     path = tmp_path / "law.json"
     path.write_text(json.dumps([{"instruction": "请回答：", "question": "问题？", "answer": "回答。"}], ensure_ascii=False))
