@@ -146,6 +146,16 @@ def train_fingerprint(base_dir: str | Path, train_path: str | Path, val_path: st
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def checkpointing_arg(config_cls, on: bool) -> dict[str, bool]:
+    """The keyword that switches activation checkpointing on for ``config_cls`` (a
+    TrainingArguments dataclass): ``activation_checkpointing`` where it exists (transformers >= 5.2x,
+    where ``gradient_checkpointing`` is a deprecated alias that warns), else ``gradient_checkpointing``."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
 def choose_gradient_checkpointing(setting: str, device: str, num_params: int) -> bool:
     """``auto``: off on CPU (RAM is ample for LoRA on small models and recompute costs ~30% time);
     on CUDA, on for models over 1B parameters."""
@@ -486,7 +496,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         weight_decay=params.weight_decay, logging_steps=params.logging_steps,
         save_strategy="steps", save_total_limit=2, report_to="none", seed=seed, data_seed=seed,
         **validation_args(params, bool(val.samples)),
-        gradient_checkpointing=grad_ckpt, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        **checkpointing_arg(SFTConfig, grad_ckpt), bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         use_cpu=device == "cpu", dataloader_num_workers=0, max_length=None,
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         include_num_input_tokens_seen="non_padding", disable_tqdm=False,

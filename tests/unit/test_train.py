@@ -321,3 +321,24 @@ def test_resumed_run_mlflow_loss_history_equals_an_uninterrupted_runs(tiny_model
         hb = sorted((x.step, x.value) for x in client.get_metric_history(rb.info.run_id, key))
         assert [s for s, _ in hb] == [1, 2, 3, 4, 5, 6], key
         assert [s for s, _ in ha] == [s for s, _ in hb] and max(abs(x - y) for (_, x), (_, y) in zip(ha, hb)) < 1e-6
+
+
+def test_checkpointing_is_switched_on_by_the_name_the_installed_transformers_reads():
+    import dataclasses
+    import warnings
+
+    from trl import SFTConfig
+
+    from domainft.train import checkpointing_arg
+
+    @dataclasses.dataclass
+    class Old:  # transformers before the rename
+        gradient_checkpointing: bool = False
+
+    assert checkpointing_arg(Old, True) == {"gradient_checkpointing": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the deprecated alias warns
+        cfg = SFTConfig(output_dir="unused", use_cpu=True, report_to="none", **checkpointing_arg(SFTConfig, True))
+    assert cfg.gradient_checkpointing is True
+    assert SFTConfig(output_dir="unused", use_cpu=True, report_to="none",
+                     **checkpointing_arg(SFTConfig, False)).gradient_checkpointing is False
