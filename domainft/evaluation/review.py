@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import io
 import json
 import random
 from collections import Counter, defaultdict
@@ -114,8 +115,6 @@ def _read_ratings(path: Path) -> list[dict]:
 
 
 def _parse_ratings(path: Path, text: str) -> list[dict]:
-    import io
-
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f, strict=True)
         missing = {"item", "preference"} - set(reader.fieldnames or [])
