@@ -59,6 +59,18 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, logit_scale: float
     return z, t
 
 
+def _target_is_argmax(z: torch.Tensor, target: torch.Tensor, m: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``z.argmax(-1) == targets`` (the first maximum, as TRL counts a tie) for ``z (n, V)`` with
+    ``target = z[i, targets[i]]`` and ``m = z.amax(-1)``, both ``(n,)``: only rows whose target
+    reaches the maximum can match, and only those run the argmax (torch's CPU argmax over a row
+    costs about six times its amax)."""
+    hit = target == m
+    rows = hit.nonzero().squeeze(-1)
+    if rows.numel():
+        hit[rows] = z[rows].argmax(-1) == targets[rows]
+    return hit
+
+
 class LabelLogProbs(torch.autograd.Function):
     """``trl.kernels.ChunkedLogProbFunction``'s interface and outputs, for CPU tensors.
 
@@ -95,9 +107,9 @@ class LabelLogProbs(torch.autograd.Function):
             target = z.gather(-1, targets[s:e, None]).squeeze(-1)
             if mean is not None:
                 mean[s:e] = z.mean(-1)
-            if top1 is not None:
-                top1[s:e] = z.argmax(-1) == targets[s:e]  # the first maximum, as TRL counts a tie
             m = z.amax(-1)
+            if top1 is not None:
+                top1[s:e] = _target_is_argmax(z, target, m, targets[s:e])
             z -= m[:, None]  # z - max: every exp <= 1
             ez = z.exp()
             total = ez.sum(-1)
@@ -105,9 +117,9 @@ class LabelLogProbs(torch.autograd.Function):
             log_max[s:e], log_sum[s:e] = m, log_total
             logprobs[s:e] = target - (m + log_total)
             if entropy is not None:  # -sum p log p = log(total) - sum(ez (z - max)) / total
-                entropy[s:e] = log_total - torch.bmm(ez[:, None, :], z[:, :, None]).view(-1) / total
+                entropy[s:e] = log_total - torch.linalg.vecdot(ez, z) / total
             if sq is not None:  # log sum p^2
-                sq[s:e] = torch.bmm(ez[:, None, :], ez[:, :, None]).view(-1).log() - 2 * log_total
+                sq[s:e] = torch.linalg.vecdot(ez, ez).log() - 2 * log_total
             if keep:  # log p = z - max - log(total), as the backward's recomputation forms it
                 kept.append(z.sub_(log_total[:, None]))
         ctx.save_for_backward(hidden, weight, bias, targets, log_max, log_sum, entropy, *kept)

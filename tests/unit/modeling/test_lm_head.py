@@ -113,3 +113,23 @@ def test_install_routes_cpu_only_and_only_for_the_pinned_trl(monkeypatch):
     monkeypatch.setattr(trl, "__version__", "9.9.9")
     monkeypatch.setattr(trl_utils, "_use_triton", lambda device: False)
     assert lm_head.install() is False and trl_utils._use_triton(torch.device("cpu")) is False
+
+
+def test_top1_is_argmax_including_ties():
+    """is_top1 equals ``argmax == target`` where the target is the maximum, a later tie of the
+    first maximum (False, as argmax takes the first), the first of a tie (True) or below it."""
+    z = torch.tensor([[0.0, 3.0, 1.0, 3.0],   # tie at 1 and 3
+                      [0.0, 3.0, 1.0, 3.0],
+                      [5.0, 1.0, 2.0, 0.0],
+                      [5.0, 1.0, 2.0, 0.0],
+                      [0.5, 0.1, 0.2, 0.9]])
+    targets = torch.tensor([1, 3, 0, 2, 3])
+    m = z.amax(-1)
+    got = lm_head._target_is_argmax(z, z.gather(-1, targets[:, None]).squeeze(-1), m, targets)
+    assert got.tolist() == [True, False, True, False, True]
+    assert torch.equal(got, z.argmax(-1) == targets)
+    hidden, weight, bias, _ = _inputs(n=40, v=50)
+    targets = (hidden @ weight.t() + bias).argmax(-1)  # every target the top-1 ...
+    targets[::2] = (targets[::2] + 1) % 50  # ... except every other one
+    top1 = LabelLogProbs.apply(hidden, weight, bias, targets, 1.0, 0, None, 1.0, OUTPUTS)[4]
+    assert top1.tolist() == [i % 2 == 1 for i in range(40)]
