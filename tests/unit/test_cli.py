@@ -36,12 +36,18 @@ def test_a_records_file_that_is_not_records_is_one_line_naming_file_and_line(tmp
     assert not Path("data/splits/train.jsonl").exists()
 
 
-def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
+def _exported_review(tmp_path):
+    """One prediction and its `review export` under tmp_path/rv; returns (predictions path, runner)."""
     preds = tmp_path / "predictions.jsonl"
     preds.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}], "reference": "r",
                                  "base_answer": "b", "tuned_answer": "t"}) + "\n")
     runner = CliRunner()
     assert runner.invoke(cli, ["review", "export", "--predictions", str(preds), "--out", str(tmp_path / "rv")]).exit_code == 0
+    return preds, runner
+
+
+def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
+    preds, runner = _exported_review(tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("item,preference\nitem-0099,A\n")
     res = runner.invoke(cli, ["review", "import", str(bad), "--key", str(tmp_path / "rv/key.json"),
@@ -51,11 +57,7 @@ def test_errors_of_nested_commands_reach_the_same_policy(tmp_path):
 
 
 def test_review_import_refuses_unreadable_files_in_one_line(tmp_path):
-    preds = tmp_path / "predictions.jsonl"
-    preds.write_text(json.dumps({"id": "a", "prompt": [{"role": "user", "content": "q"}], "reference": "r",
-                                 "base_answer": "b", "tuned_answer": "t"}) + "\n")
-    runner = CliRunner()
-    assert runner.invoke(cli, ["review", "export", "--predictions", str(preds), "--out", str(tmp_path / "rv")]).exit_code == 0
+    preds, runner = _exported_review(tmp_path)
     (tmp_path / "latin1.csv").write_bytes(b"item,preference,comment\nitem-0001,A,caf\xe9\n")
     (tmp_path / "quote.csv").write_text('item,preference\n"item-0001,A\n')
     (tmp_path / "key.json").write_text("{")
