@@ -537,6 +537,25 @@ def find_gguf(model_dir: str | Path, gguf_dir: str | Path | None = None, check_s
             return None, manifest, f"{where} was exported from other weights than {model_dir} (re-run export gguf)"
     return path, manifest, ""
 
+def fidelity_records(path: str | Path | None = None) -> list[dict]:
+    """The conversations of the export's fidelity check: the JSONL file ``path``, else the first of
+    data/splits/val.jsonl and data/splits/train.jsonl that exists and holds a record.
+
+    Raises:
+        GgufExportError: none of those files exists or holds a record.
+    """
+    from domainft.atomic import read_jsonl
+
+    cands = [Path(path)] if path else [Path("data/splits/val.jsonl"), Path("data/splits/train.jsonl")]
+    for c in cands:
+        if c.is_file():
+            records = read_jsonl(c)
+            if records:
+                return records
+    raise GgufExportError(f"no fidelity conversations in {', '.join(map(str, cands))}; run `dvc repro split` "
+                          "or give --prompts FILE.jsonl")
+
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m domainft.serving.gguf install-converter [--dest DIR] [--sdist FILE]``."""
@@ -558,22 +577,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def fidelity_records(path: str | Path | None = None) -> list[dict]:
-    """The conversations of the export's fidelity check: the JSONL file ``path``, else the first of
-    data/splits/val.jsonl and data/splits/train.jsonl that exists and holds a record.
-
-    Raises:
-        GgufExportError: none of those files exists or holds a record.
-    """
-    from domainft.atomic import read_jsonl
-
-    cands = [Path(path)] if path else [Path("data/splits/val.jsonl"), Path("data/splits/train.jsonl")]
-    for c in cands:
-        if c.is_file():
-            records = read_jsonl(c)
-            if records:
-                return records
-    raise GgufExportError(f"no fidelity conversations in {', '.join(map(str, cands))}; run `dvc repro split` "
-                          "or give --prompts FILE.jsonl")
