@@ -16,7 +16,10 @@ seed, ours, ours, seed twice: on a shared host the speed drifts within minutes, 
 keeps a drift from favouring either recipe. ``--fp32`` adds a third recipe, ours with native bf16
 forced off (``DOMAINFT_NATIVE_BF16=0``: fp32 as on a CPU without bf16 units), in the order
 seed, ours, ours-fp32, ours-fp32, ours, seed; the summary then gives ours' loss relative to fp32's.
-``--threads N`` sets OMP_NUM_THREADS for every run (one process at a time).
+``--threads N`` sets OMP_NUM_THREADS for every run (one process at a time). ``--compile`` adds ours
+with ``train.compile: true`` (after ours-fp32 in the order). ``--steady`` runs every slot at ``--steps``
+and at twice as many and rates the second half alone, so start-up, oneDNN's first kernels and
+compilation drop out of every recipe alike; the final loss and peak RSS are then the long run's.
 
 MFU: model FLOPs per real token (:func:`flops_per_token`) x tokens/s over the fp32 and bf16
 matmul rates measured in this same run on the model's MLP shape (``--mm-shape``, T x d @ d x f):
@@ -42,7 +45,7 @@ from domainft.config import TrainParams
 from domainft.train import train_adapter
 model, data, steps, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 p = TrainParams(max_steps=steps, batch_size=batch, grad_accum=16 // batch, learning_rate=2e-4, save_steps=10**6,
-                out_dir=out + "/adapter", checkpoint_dir=out + "/ckpt")
+                compile=sys.argv[6] == "compile", out_dir=out + "/adapter", checkpoint_dir=out + "/ckpt")
 m = train_adapter(model, data, None, p, plots_csv=out + "/loss.csv")
 print(json.dumps({"recipe": "domainft", "seconds": m["runtime_s"], "real_tokens": m["real_tokens"],
                   "pad_tokens": 0, "tokens_per_s": m["real_tokens_per_s"],
@@ -111,6 +114,10 @@ def main() -> None:
                     help="ABBA rounds (seed, ours, ours, seed): the order cancels a linear drift in the "
                          "machine's speed, which on a shared host moves by 20-40%% within minutes")
     ap.add_argument("--fp32", action="store_true", help="also run ours with native bf16 forced off")
+    ap.add_argument("--compile", action="store_true", help="also run ours with train.compile: true")
+    ap.add_argument("--steady", action="store_true",
+                    help="each run twice, at --steps and 2 x --steps; its rate is the second half's: "
+                         "(tokens(2N) - tokens(N)) / (seconds(2N) - seconds(N)), without start-up and compilation")
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of every run (0: inherit)")
     ap.add_argument("--mm-shape", default="2048,576,1536", help="T,d,f of the measured matmul")
     a = ap.parse_args()
@@ -123,7 +130,7 @@ def main() -> None:
     shape = tuple(int(x) for x in a.mm_shape.split(","))
     rates = {dt: matmul_rate(dt, shape) for dt in ("fp32", "bf16")}
     probes = {dt: [v] for dt, v in rates.items()}
-    recipes = ["seed", "ours"] + (["ours32"] if a.fp32 else [])
+    recipes = ["seed", "ours"] + (["ours32"] if a.fp32 else []) + (["oursc"] if a.compile else [])
     runs: dict[str, list[dict]] = {r: [] for r in recipes}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "messages.jsonl"  # messages only: the seed script's input format
@@ -137,13 +144,23 @@ def main() -> None:
                 for dt, v in rates.items():
                     probes[dt].append(matmul_rate(dt, shape))
             run_env = dict(env, DOMAINFT_NATIVE_BF16="0") if recipe == "ours32" else env
-            if recipe == "seed":
-                cmd = [sys.executable, a.seed_script, "--model", a.model, "--data", str(data),
-                       "--steps", str(a.steps), "--out", f"{tmp}/seed{i}"]
-            else:
-                cmd = [sys.executable, "-c", OURS, a.model, str(data), str(a.steps), f"{tmp}/ours{i}",
-                       str(a.batch_size)]
-            r = _last_json(subprocess.run(cmd, capture_output=True, text=True, check=True, env=run_env).stdout)
+            halves = []
+            for steps in ([a.steps, 2 * a.steps] if a.steady else [a.steps]):
+                if recipe == "seed":
+                    cmd = [sys.executable, a.seed_script, "--model", a.model, "--data", str(data),
+                           "--steps", str(steps), "--out", f"{tmp}/seed{i}-{steps}"]
+                else:
+                    cmd = [sys.executable, "-c", OURS, a.model, str(data), str(steps), f"{tmp}/ours{i}-{steps}",
+                           str(a.batch_size), "compile" if recipe == "oursc" else "eager"]
+                halves.append(_last_json(subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                                        env=run_env).stdout))
+            r = halves[-1]
+            if a.steady:  # the second N steps alone
+                short, r = halves
+                r = dict(r, seconds=round(r["seconds"] - short["seconds"], 2),
+                         real_tokens=r["real_tokens"] - short["real_tokens"],
+                         pad_tokens=r["pad_tokens"] - short["pad_tokens"], whole_run_seconds=r["seconds"])
+                r["tokens_per_s"] = round(r["real_tokens"] / r["seconds"], 2)
             r["recipe"] = recipe
             print(json.dumps(r), flush=True)
             runs[recipe].append(r)
@@ -172,6 +189,12 @@ def main() -> None:
         summary |= {"ratio_ours_to_ours_fp32": round(o["tokens_per_s"] / f32["tokens_per_s"], 2),
                     "ratio_ours_fp32_to_seed": round(f32["tokens_per_s"] / s["tokens_per_s"], 2),
                     "loss_ours_vs_fp32_rel": round(o["final_loss"] / f32["final_loss"] - 1, 4)}
+    if a.compile:
+        c = pooled["oursc"]
+        summary |= {"ratio_ours_compile_to_seed": round(c["tokens_per_s"] / s["tokens_per_s"], 2),
+                    "ratio_ours_compile_to_ours": round(c["tokens_per_s"] / o["tokens_per_s"], 2),
+                    "final_loss_ours_compile": c["final_loss"], "peak_rss_mb_ours_compile": c["peak_rss_mb"]}
+    summary["steady"] = a.steady
     print(json.dumps(summary))
 
 

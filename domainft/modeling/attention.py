@@ -51,6 +51,7 @@ def segment_lengths(position_ids: torch.Tensor) -> list[list[int]]:
     return out
 
 
+@torch.compiler.disable  # host-side splitting by position_ids: runs eagerly inside a compiled layer (modeling/compile.py)
 def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                         scaling: float | None = None, is_causal: bool | None = None, **kwargs):
     """transformers attention function (see the module docstring); returns ``(output, None)``."""

@@ -1,0 +1,98 @@
+"""``train.compile``: torch.compile each decoder layer for the training steps, with dynamic shapes.
+
+Why per layer and not transformers' ``torch_compile`` (the whole model): padding-free rows change
+length every step and the packed attention (domainft.modeling.attention) splits a row by its
+``position_ids`` on the host, which breaks the graph; the whole-model compile then recompiles for
+new lengths until dynamo's recompile limit. Compiling each decoder layer's ``forward`` with
+``dynamic=True`` gives one graph pair (before and after the attention call) that every layer shares,
+whatever the row length. What it fuses: RMSNorm, rotary embeddings, LoRA's casts, scaling and
+additions, SiLU x up, residual additions (forward and backward), computed in fp32 inside each fused
+kernel and rounded once.
+
+Cost and gain, measured (bench/RESULTS.md, issue 17): the first step pays the compilation, about 2
+minutes on 2 cores with an empty cache and about 26 s with inductor's on-disk cache warm
+(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``); later steps are faster. So it
+is off by default and pays off on long runs only.
+
+Only steps that need gradients run the compiled code: under ``torch.no_grad()`` (validation,
+generation) a layer runs eagerly, so inference never triggers a second compilation. Layers are the
+modules whose class is named in the model's ``_no_split_modules`` (transformers' decoder layer
+classes); a model without them raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+import torch
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """Modules of ``model`` (peft-wrapped or not) whose class name is in some submodule's
+    ``_no_split_modules``, outermost first; nested matches inside a match are skipped."""
+    names = set()
+    for m in model.modules():
+        names.update(getattr(m, "_no_split_modules", None) or ())
+    found, inside = [], set()
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        if type(m).__name__ in names:
+            found.append(m)
+            inside.add(name)
+    return found
+
+
+def check_compiler(device: str) -> None:
+    """CPU compilation needs a C++ compiler (inductor generates C++): ``$CXX``, g++ or clang++.
+
+    Raises:
+        TrainError: none found.
+    """
+    from domainft.train import TrainError
+
+    if device != "cpu":
+        return
+    cxx = os.environ.get("CXX")
+    if not any(shutil.which(c) for c in ([cxx] if cxx else []) + ["g++", "clang++"]):
+        raise TrainError("train.compile: true needs a C++ compiler on CPU (g++ or clang++, or $CXX); "
+                         "install one or set train.compile: false")
+
+
+@contextlib.contextmanager
+def compiled_layers(model, enabled: bool, device: str = "cpu"):
+    """Within the block, each decoder layer of ``model`` runs ``torch.compile(forward, dynamic=True)``
+    when gradients are enabled; on exit the layers' own ``forward`` is restored. Yields the number
+    of layers compiled (0 when ``enabled`` is false).
+
+    Raises:
+        TrainError: no decoder layer found, or no C++ compiler on CPU.
+    """
+    if not enabled:
+        yield 0
+        return
+    from domainft.train import TrainError
+
+    check_compiler(device)
+    layers = decoder_layers(model)
+    if not layers:
+        raise TrainError(f"train.compile: no decoder layer found in {type(model).__name__} "
+                         "(its _no_split_modules names none); set train.compile: false")
+    compiled = {}  # one compiled function per layer class, shared by its layers (one graph for all)
+    for layer in layers:
+        cls = type(layer)
+        if cls not in compiled:
+            compiled[cls] = torch.compile(cls.forward, dynamic=True)
+
+        def forward(*args, _layer=layer, _fn=compiled[cls], **kwargs):
+            if torch.is_grad_enabled():
+                return _fn(_layer, *args, **kwargs)
+            return type(_layer).forward(_layer, *args, **kwargs)
+
+        layer.forward = forward
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            del layer.forward  # the class's forward again
