@@ -278,8 +278,7 @@ class TrainParams(_Section):
     attention: Literal["packed", "model"] = "packed"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     # torch.compile each decoder layer (dynamic shapes) for the training steps (domainft.modeling.compile):
-    # the first step pays the compilation (on 2 CPU cores about 40 s, less with inductor's cache warm),
-    # later steps are faster; worth it on long runs only
+    # the first step pays the compilation, later steps are faster; worth it on long runs only
     compile: bool = False
     # auto: bf16 compute (LoRA weights and optimizer state fp32) on CUDA and on CPUs with native
     # bf16 matrix units (domainft.hardware.native_bf16), else fp32

@@ -3,16 +3,17 @@
 Why per layer and not transformers' ``torch_compile`` (the whole model): padding-free rows change
 length every step and the packed attention (domainft.modeling.attention) splits a row by its
 ``position_ids`` on the host, which breaks the graph; the whole-model compile then recompiles for
-new lengths until dynamo's recompile limit. Compiling each decoder layer's ``forward`` with
-``dynamic=True`` gives one graph pair (before and after the attention call) that every layer shares,
-whatever the row length. What it fuses: RMSNorm, rotary embeddings, LoRA's casts, scaling and
-additions, SiLU x up, residual additions (forward and backward), computed in fp32 inside each fused
-kernel and rounded once.
+new lengths until dynamo's recompile limit. Here the attention function is excluded from
+compilation (``torch.compiler.disable``), and one ``torch.compile(cls.forward, dynamic=True)`` per
+decoder-layer class serves all its layers, so the graphs (the layer before and after the attention
+call, with a variant for the first layer, whose input needs no gradient) are compiled once, whatever
+the row length. What it fuses: RMSNorm, rotary embeddings, LoRA's casts, scaling and additions,
+SiLU x up, residual additions (forward and backward), computed in fp32 inside each fused kernel and
+rounded once.
 
-Cost and gain, measured (bench/RESULTS.md, issue 17): the first step pays the compilation, about 2
-minutes on 2 cores with an empty cache and about 26 s with inductor's on-disk cache warm
-(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``); later steps are faster. So it
-is off by default and pays off on long runs only.
+The first step pays the compilation: tens of seconds on a 2-core CPU with an empty cache, a few
+with inductor's on-disk cache warm (``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``).
+Off by default: it pays off on long runs (figures: bench/RESULTS.md, issue 17).
 
 Only steps that need gradients run the compiled code: under ``torch.no_grad()`` (validation,
 generation) a layer runs eagerly, so inference never triggers a second compilation. Layers are the
