@@ -522,10 +522,15 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
     # weights' dtype, a copy of every activation that autocast then casts back for the matmul.
     from peft.helpers import disable_input_dtype_casting
 
-    from domainft.modeling.compile import compiled_layers
+    from domainft.modeling.compile import choose_compile, compiled_layers
 
+    planned = (params.max_steps * params.batch_size * params.grad_accum * world_size if params.max_steps > 0
+               else math.ceil(len(train.samples) * params.epochs))
+    compile_on, compile_why = choose_compile(params.compile, device, dtype == torch.bfloat16, planned,
+                                             grad_ckpt, world_size)
+    log.info("%s", compile_why)
     with disable_input_dtype_casting(trainer.model, active=cfg.bf16 or cfg.fp16):
-        with compiled_layers(trainer.model, params.compile, device) as n_compiled:
+        with compiled_layers(trainer.model, compile_on, device) as n_compiled:
             t0 = time.time()
             result = trainer.train(resume_from_checkpoint=resume)
             secs = time.time() - t0
@@ -573,7 +578,7 @@ def train_adapter(base_dir: str, train_path: str, val_path: str | None, params: 
         "runtime_s": round(secs, 2), "real_tokens": int(tokens),
         "real_tokens_per_s": round(tokens / secs, 2) if secs else None,
         "trainable_params": trainable, "device": device, "precision": str(dtype).removeprefix("torch."),
-        "gradient_checkpointing": grad_ckpt, "compiled_layers": n_compiled,
+        "gradient_checkpointing": grad_ckpt, "compiled_layers": n_compiled, "compile": compile_why,
         "resumed_from": resume, "resumed_from_step": resumed_step, "fingerprint": fp,
         "trained_token_ids": template_ids,
         "world_size": trainer.args.world_size,  # processes (DDP/FSDP ranks); global batch = world_size x batch

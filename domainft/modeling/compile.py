@@ -13,7 +13,8 @@ rounded once.
 
 The first step pays the compilation: tens of seconds on a 2-core CPU with an empty cache, a few
 with inductor's on-disk cache warm (``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_<user>``).
-Off by default: it pays off on long runs (figures: bench/RESULTS.md, issue 17).
+It pays off on long runs only, hence ``auto`` (the default, :func:`choose_compile`): on for bf16 CPU
+training of at least :data:`AUTO_MIN_SAMPLES` samples, off otherwise (figures: bench/RESULTS.md, issue 17).
 
 Only steps that need gradients run the compiled code: under ``torch.no_grad()`` (validation,
 generation) a layer runs eagerly, so inference never triggers a second compilation. Layers are the
@@ -45,6 +46,40 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     return found
 
 
+# ``auto`` compiles from this many training samples (epochs x rows, or max_steps x batch x accumulation
+# x processes). On 2 CPU cores an empty inductor cache costs ~41 s and a compiled step saves ~0.045 s
+# per sample (bench/RESULTS.md, issue 17): break-even near 900 samples; 2,048 leaves a margin.
+AUTO_MIN_SAMPLES = 2048
+
+
+def has_compiler() -> bool:
+    """Whether a C++ compiler for inductor's CPU code is on PATH: ``$CXX``, g++ or clang++."""
+    cxx = os.environ.get("CXX")
+    return any(shutil.which(c) for c in ([cxx] if cxx else []) + ["g++", "clang++"])
+
+
+def choose_compile(setting: bool | str, device: str, bf16: bool, planned_samples: int,
+                   gradient_checkpointing: bool, world_size: int = 1) -> tuple[bool, str]:
+    """Resolve ``train.compile`` to on/off with the reason (logged by the train stage).
+
+    ``true``/``false`` are taken as given. ``auto`` is on only where the path is measured and
+    repays its first step: CPU, bf16 compute (where eager bf16 also drifts from fp32's loss and the
+    compiled kernels do not), ``planned_samples >= AUTO_MIN_SAMPLES``, one process, no gradient
+    checkpointing, and a C++ compiler present. CUDA, DDP and checkpointing stay eager under ``auto``:
+    not measured here (``true`` still compiles them).
+    """
+    if isinstance(setting, bool):
+        return setting, f"train.compile: {str(setting).lower()}"
+    why = ("not on CPU" if device != "cpu" else "fp32 compute" if not bf16
+           else f"{planned_samples} planned samples < {AUTO_MIN_SAMPLES}" if planned_samples < AUTO_MIN_SAMPLES
+           else f"{world_size} processes" if world_size > 1
+           else "gradient checkpointing on" if gradient_checkpointing
+           else "no C++ compiler (g++, clang++ or $CXX)" if not has_compiler() else "")
+    if why:
+        return False, f"train.compile: auto -> off ({why})"
+    return True, f"train.compile: auto -> on (bf16 CPU, {planned_samples} planned samples >= {AUTO_MIN_SAMPLES})"
+
+
 def check_compiler(device: str) -> None:
     """CPU compilation needs a C++ compiler (inductor generates C++): ``$CXX``, g++ or clang++.
 
@@ -55,8 +90,7 @@ def check_compiler(device: str) -> None:
 
     if device != "cpu":
         return
-    cxx = os.environ.get("CXX")
-    if not any(shutil.which(c) for c in ([cxx] if cxx else []) + ["g++", "clang++"]):
+    if not has_compiler():
         raise TrainError("train.compile: true needs a C++ compiler on CPU (g++ or clang++, or $CXX); "
                          "install one or set train.compile: false")
 

@@ -22,6 +22,13 @@ def test_nested_wrong_type_is_named():
         parse_params({"train": {"lora": {"r": "sixteen"}}})
 
 
+def test_train_compile_takes_auto_or_a_bool_and_names_itself_otherwise():
+    assert parse_params({}).train.compile == "auto"
+    assert parse_params({"train": {"compile": True}}).train.compile is True
+    with pytest.raises(ParamsError, match=r"train\.compile"):
+        parse_params({"train": {"compile": "sometimes"}})
+
+
 def test_unknown_section_is_named():
     with pytest.raises(ParamsError, match=r"trian"):
         parse_params({"trian": {}})

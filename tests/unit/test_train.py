@@ -57,6 +57,7 @@ def test_every_trainable_parameter_changes_and_files_written(tiny_model_dir, tmp
     train = _write(tmp_path / "train.jsonl", _records(16))
     m = train_adapter(str(tiny_model_dir), train, None, _params(tmp_path), plots_csv=str(tmp_path / "loss.csv"))
     assert m["steps"] == 4 and m["train_samples"] == 16 and m["rejected_total"] == 0
+    assert m["compile"].startswith("train.compile: auto -> off (") and m["compiled_layers"] == 0  # 16 samples: too few
     assert m["trainable_label_tokens"] > 16 and m["real_tokens"] > 0
     w = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     lora_b = [k for k in w if "lora_B" in k]
@@ -88,6 +89,7 @@ def test_compile_trains_the_same_adapter_as_eager(tiny_model_dir, tmp_path):
         runs[on] = (m, load_file(d / "adapter" / "adapter_model.safetensors"))
     (eager, w_eager), (comp, w_comp) = runs[False], runs[True]
     assert eager["compiled_layers"] == 0 and comp["compiled_layers"] == 2
+    assert (eager["compile"], comp["compile"]) == ("train.compile: false", "train.compile: true")
     assert abs(comp["train_loss"] - eager["train_loss"]) <= 1e-5 * eager["train_loss"]
     assert w_comp.keys() == w_eager.keys()
     assert max(float((w_comp[k] - w_eager[k]).abs().max()) for k in w_eager) < 1e-5
