@@ -19,7 +19,9 @@ seed, ours, ours-fp32, ours-fp32, ours, seed; the summary then gives ours' loss 
 ``--threads N`` sets OMP_NUM_THREADS for every run (one process at a time). ``--compile`` adds ours
 with ``train.compile: true`` (after ours-fp32 in the order). ``--steady`` runs every slot at ``--steps``
 and at twice as many and rates the second half alone, so start-up, oneDNN's first kernels and
-compilation drop out of every recipe alike; the final loss and peak RSS are then the long run's.
+compilation drop out of every recipe alike; the final loss and peak RSS are then the long run's. With
+both, one untimed 1-step compiled run first fills inductor's on-disk cache, so that each half of a
+compiled slot finds it warm (an empty cache would land on the short half alone).
 
 MFU: model FLOPs per real token (:func:`flops_per_token`) x tokens/s over the fp32 and bf16
 matmul rates measured in this same run on the model's MLP shape (``--mm-shape``, T x d @ d x f):
@@ -138,6 +140,11 @@ def main() -> None:
             for line in f:
                 if line.strip():
                     g.write(json.dumps({"messages": json.loads(line)["messages"]}) + "\n")
+        if a.compile and a.steady:  # both halves must find inductor's cache warm, or the short one pays it alone
+            warm = _last_json(subprocess.run([sys.executable, "-c", OURS, a.model, str(data), "1", f"{tmp}/warm",
+                                              str(a.batch_size), "compile"], capture_output=True, text=True,
+                                             check=True, env=env).stdout)
+            print(json.dumps({"warm_up": "compile, 1 step, untimed", "seconds": warm["seconds"]}), flush=True)
         order = (recipes + recipes[::-1]) * a.rounds
         for i, recipe in enumerate(order):
             if i and i % len(recipes) == 0:  # matmul rates again between halves: the mean follows the drift
