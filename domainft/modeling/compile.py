@@ -70,11 +70,11 @@ def choose_compile(setting: bool | str, device: str, bf16: bool, planned_samples
     """
     if isinstance(setting, bool):
         return setting, f"train.compile: {str(setting).lower()}"
-    why = ("not on CPU" if device != "cpu" else "fp32 compute" if not bf16
-           else f"{planned_samples} planned samples < {AUTO_MIN_SAMPLES}" if planned_samples < AUTO_MIN_SAMPLES
-           else f"{world_size} processes" if world_size > 1
-           else "gradient checkpointing on" if gradient_checkpointing
-           else "no C++ compiler (g++, clang++ or $CXX)" if not has_compiler() else "")
+    off = [(device != "cpu", "not on CPU"), (not bf16, "fp32 compute"),
+           (planned_samples < AUTO_MIN_SAMPLES, f"{planned_samples} planned samples < {AUTO_MIN_SAMPLES}"),
+           (world_size > 1, f"{world_size} processes"), (gradient_checkpointing, "gradient checkpointing on"),
+           (not has_compiler(), "no C++ compiler (g++, clang++ or $CXX)")]
+    why = next((reason for hit, reason in off if hit), None)
     if why:
         return False, f"train.compile: auto -> off ({why})"
     return True, f"train.compile: auto -> on (bf16 CPU, {planned_samples} planned samples >= {AUTO_MIN_SAMPLES})"
